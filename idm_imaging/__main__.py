@@ -1,0 +1,5 @@
+import sys
+
+from idm_imaging.cli import main
+
+sys.exit(main())

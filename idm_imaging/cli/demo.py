@@ -1,0 +1,72 @@
+"""``idm-imaging demo``: the README's main job, offline, on images that ship with scikit-image.
+
+Simulates a block-CS acquisition (ratio 0.1) of the camera image and a 4x single-coil Cartesian acquisition
+of the Shepp-Logan phantom, reconstructs both, writes side-by-side PNGs and prints PSNR/SSIM.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="simulate two acquisitions of built-in images and reconstruct them")
+    p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def test_images(size: int) -> dict[str, np.ndarray]:
+    """Camera (natural) and Shepp-Logan phantom (MRI-like), float32 in [0, 1], size x size."""
+    from skimage import data, transform
+
+    camera = data.camera().astype(np.float32) / 255.0
+    phantom = data.shepp_logan_phantom().astype(np.float32)
+    return {
+        name: np.clip(transform.resize(img, (size, size), anti_aliasing=True), 0, 1).astype(np.float32)
+        for name, img in (("camera", camera), ("phantom", phantom))
+    }
+
+
+def run(args) -> int:
+    from idm_imaging.io import write_scan
+    from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
+    from idm_imaging.operators import BlockCS, SingleCoilFourier
+
+    if args.size < 32:
+        raise ValueError(f"--size must be >= 32, got {args.size}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    images = test_images(args.size)
+
+    jobs = [
+        ("cs_camera_ratio0.1", images["camera"], BlockCS(0.1, block_size=32, permute=True, seed=0)),
+        ("mri_phantom_4x", images["phantom"],
+         SingleCoilFourier.from_mask_params("random", (args.size, args.size), 4, seed=0)),
+    ]
+    print(f"{'job':<22} {'method':<16} {'PSNR dB':>8} {'SSIM':>6} {'seconds':>8}")
+    for name, img, op in jobs:
+        x = torch.from_numpy(img)[None, None].to(device)
+        y = op.measure(x)
+        t0 = time.perf_counter()
+        x_hat = op.A_dagger(y)
+        seconds = time.perf_counter() - t0
+        x_hat = x_hat.abs() if x_hat.is_complex() else x_hat
+        rec = x_hat[0, 0].clamp(0, 1).cpu().numpy()
+        if op.is_complex:
+            m = fastmri_metrics(rec, img)
+            psnr_db, ssim_v = m["psnr"], m["ssim"]
+        else:
+            psnr_db, ssim_v = psnr_y(rec, img), ssim_y(rec, img)
+        method = "zero-filled" if op.is_complex else "pseudo-inverse"
+        print(f"{name:<22} {method:<16} {psnr_db:8.2f} {ssim_v:6.3f} {seconds:8.3f}")
+        panel = np.concatenate([img, rec, np.clip(np.abs(rec - img) * 4, 0, 1)], axis=1)
+        write_scan(torch.from_numpy(panel), out / f"{name}.png")
+    print(f"wrote {len(jobs)} panels (reference | reconstruction | 4x |error|) to {out}/")
+    return 0
