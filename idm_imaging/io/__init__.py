@@ -1,0 +1,17 @@
+"""Scan I/O: read any supported scan into ``(tensor, meta)`` and write results back atomically.
+
+Data flows one way: scan -> operator -> measurement -> model -> image -> metrics; this package is the
+first and the last arrow. See :func:`read_scan` and :func:`write_scan` for the formats and conventions.
+
+Example::
+
+    >>> from idm_imaging.io import read_scan, write_scan
+    >>> img, meta = read_scan("brain.nii.gz")            # (D, H, W) float32, meta["affine"] 4x4 RAS
+    >>> write_scan(img * 0.5, "half.nii.gz", meta)       # same affine and voxel order
+"""
+
+from idm_imaging.io._common import ScanReadError
+from idm_imaging.io.readers import read_scan
+from idm_imaging.io.writers import write_scan
+
+__all__ = ["read_scan", "write_scan", "ScanReadError"]

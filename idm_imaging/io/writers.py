@@ -1,0 +1,163 @@
+"""Write a result tensor to disk, format from the suffix, atomically (temp file in the same folder + os.replace)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from idm_imaging.io._common import full_suffix, geometry_affine
+
+__all__ = ["write_scan"]
+
+_WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".mat")
+
+
+def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta: Mapping | None = None) -> Path:
+    """Write an ``(H, W)`` image or ``(D, H, W)`` volume; the format comes from the suffix of ``path``.
+
+    * ``.png``: 8-bit grayscale, ``round(255 * clip(x, 0, 1))`` (2-D only).
+    * ``.tif`` / ``.tiff``: float32, one page per slice.
+    * ``.nii`` / ``.nii.gz``: float32 NIfTI of ``tensor.T`` (the inverse of :func:`read_scan`), affine from
+      ``meta["affine"]``, else ``diag`` of ``meta["spacing"]`` (tensor axis order), else identity; so a volume read
+      from NIfTI and written back keeps its affine and voxel order.
+    * ``.npy``: the array as is (dtype kept, complex kept).
+    * ``.mat``: MATLAB v5 variable ``meta.get("key", "img")``; volumes stored as MATLAB (rows, cols, slices).
+
+    Complex data is written as its magnitude except to .npy and .mat, which keep it. DICOM is not written (write
+    NIfTI instead). The file appears complete or not at all: data go to a temporary name in the same folder,
+    then ``os.replace``; on any failure the temporary file is removed and an existing ``path`` is untouched.
+
+    Args:
+        tensor: torch tensor or numpy array, real or complex, ``(H, W)`` or ``(D, H, W)``, finite.
+        path: destination file; its folder must exist.
+        meta: optional dict (e.g. the one from :func:`read_scan`): ``affine``, ``spacing``, ``key``.
+
+    Returns:
+        The written path.
+
+    Example::
+
+        >>> img, meta = read_scan("t1.nii.gz")
+        >>> write_scan(img.clamp(min=0), "t1_clamped.nii.gz", meta)
+    """
+    arr = _as_array(tensor)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping or None, got {type(meta).__name__}")
+    meta = dict(meta or {})
+    path = Path(path).expanduser()
+    suffix = full_suffix(path)
+    writer = _WRITERS.get(suffix)
+    if writer is None:
+        raise ValueError(
+            f"cannot write {str(path)!r}: unsupported suffix {suffix!r}; use one of {', '.join(_WRITE_SUFFIXES)}"
+        )
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: it is a folder")
+    _atomic_write(path, suffix, lambda tmp: writer(arr, tmp, meta, path))
+    return path
+
+
+def _as_array(tensor: Any) -> np.ndarray:
+    if isinstance(tensor, torch.Tensor):
+        arr = tensor.detach().cpu().numpy()
+    elif isinstance(tensor, np.ndarray):
+        arr = tensor
+    else:
+        raise TypeError(f"tensor must be a torch.Tensor or numpy.ndarray, got {type(tensor).__name__}")
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"tensor must be numeric, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"tensor must have shape (H, W) or (D, H, W), got {tuple(arr.shape)}")
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise ValueError("tensor contains NaN or Inf values; refusing to write it")
+    return arr
+
+
+def _atomic_write(path: Path, suffix: str, write: Callable[[str], None]) -> None:
+    # The temp name keeps the real suffix: nibabel picks gzip from it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _real(arr: np.ndarray) -> np.ndarray:
+    return np.abs(arr) if np.iscomplexobj(arr) else arr
+
+
+def _write_png(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
+    from PIL import Image
+
+    if arr.ndim != 2:
+        raise ValueError(f"cannot write {str(path)!r}: PNG holds one (H, W) image, got {arr.shape}; use .tif/.nii/.npy")
+    u8 = np.rint(np.clip(_real(arr).astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    Image.fromarray(u8, mode="L").save(tmp, format="PNG")
+
+
+def _write_tiff(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
+    from PIL import Image
+
+    planes = _real(arr).astype(np.float32)
+    pages = [Image.fromarray(p, mode="F") for p in (planes if planes.ndim == 3 else [planes])]
+    pages[0].save(tmp, format="TIFF", save_all=len(pages) > 1, append_images=pages[1:])
+
+
+def _write_nifti(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
+    import nibabel as nib
+
+    if meta.get("affine") is not None:
+        affine = np.asarray(meta["affine"], dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise ValueError(f"meta['affine'] must be a finite 4x4 matrix, got shape {affine.shape}")
+    else:
+        affine = geometry_affine(tuple(meta.get("spacing", (1.0,) * arr.ndim))[-arr.ndim:])
+    data = np.ascontiguousarray(_real(arr).astype(np.float32).T)  # tensor (D, H, W) -> NIfTI (x, y, z)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, tmp)
+
+
+def _write_npy(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.save(path) would append ".npy" to the temp name
+        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+def _write_mat(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
+    import scipy.io
+
+    key = meta.get("key", "img")
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", key):
+        raise ValueError(f"meta['key'] must be a MATLAB variable name, got {key!r}")
+    data = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr  # (D, H, W) -> MATLAB (rows, cols, slices)
+    with open(tmp, "wb") as f:
+        scipy.io.savemat(f, {key: np.ascontiguousarray(data)}, do_compression=True)
+
+
+_WRITERS = {
+    ".png": _write_png,
+    ".tif": _write_tiff,
+    ".tiff": _write_tiff,
+    ".nii": _write_nifti,
+    ".nii.gz": _write_nifti,
+    ".npy": _write_npy,
+    ".mat": _write_mat,
+}

@@ -1,0 +1,391 @@
+"""IDM: the T-step sampler turned into one reversible reconstruction network (level 1).
+
+State: real-channel images ``(B, c, H, W)`` (``c = 1`` grayscale, ``c = 2`` complex as real/imag).
+With ``a_1..a_T`` the learned cumulative alphas (``a_t = sigmoid(logit_t)`` so they stay in (0, 1),
+initialised from the prior's DDPM/DDIM schedule at T evenly spaced timesteps) and ``a_0 = 1``::
+
+    x_T = sqrt(a_T) A^+ y,     (x1, x2) = (x_T, s x_T)
+    step t = T..1 (a coupling y1 = (1 - v_t) F_t(x1) + v_t x2, y2 = x1) with
+        F_t(x): eps = UNet_t(x); x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t);
+                x0 = x0 - A^+(A x0 - y)   (range-null-space projection, on the complex image for MRI)
+                return sqrt(a_{t-1}) x0 + sqrt(1 - a_{t-1}) eps     (DDIM, eta = 0)
+    x_hat = y1 + m y2          (m learned, init 0)
+
+``UNet_t`` is the reversible UNet (shared backbone, per-step injectors).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .registry import resolve_checkpoint
+from .reversible import Coupling, ReversibleSequence
+from .unet import SUPPORTED_BACKBONES, ReversibleUNet, build_diffusers_unet, clean_config
+
+__all__ = ["IDM", "ImageAdapter"]
+
+TASKS = ("cs", "mri")
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+_DEFAULT_SCHEDULES = {
+    "UNet2DConditionModel": dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                 beta_schedule="scaled_linear", steps_offset=1),
+    "UNet2DModel": dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                        steps_offset=0),
+}
+
+
+def _is_square(n: int) -> bool:
+    r = math.isqrt(n)
+    return r * r == n
+
+
+class ImageAdapter(nn.Module):
+    """Image channels ``c`` <-> UNet channels.
+
+    When ``in_channels = c r^2`` and ``out_channels = c r^2``: pixel unshuffle / shuffle by ``r`` (SD's 4
+    channels and a grayscale image: ``r = 2``), no parameters. Otherwise (counts that do not factor): a
+    learned 1x1 conv ``c -> in_channels`` in and ``out_channels -> c`` out, ``r = 1``.
+    ``to_unet``: (B, c, H, W) -> (B, in, H/r, W/r); ``from_unet``: (B, out, H/r, W/r) -> (B, c, H, W).
+    """
+
+    def __init__(self, image_channels: int, in_channels: int, out_channels: int):
+        super().__init__()
+        c = image_channels
+        if in_channels % c == 0 and in_channels == out_channels and _is_square(in_channels // c):
+            self.r = math.isqrt(in_channels // c)
+            self.conv_in = self.conv_out = None
+        else:
+            self.r = 1
+            self.conv_in = nn.Conv2d(c, in_channels, 1)
+            self.conv_out = nn.Conv2d(out_channels, c, 1)
+
+    def to_unet(self, x):
+        if self.conv_in is not None:
+            return self.conv_in(x)
+        return F.pixel_unshuffle(x, self.r) if self.r > 1 else x
+
+    def from_unet(self, h):
+        if self.conv_out is not None:
+            return self.conv_out(h)
+        return F.pixel_shuffle(h, self.r) if self.r > 1 else h
+
+
+def _schedule_init(cfg: dict, T: int) -> torch.Tensor:
+    """Cumulative alphas a_1..a_T (ascending t) of a DDIM schedule at T evenly spaced timesteps."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**cfg)
+    sched.set_timesteps(T)
+    ts = sorted(int(t) for t in sched.timesteps)
+    return sched.alphas_cumprod[ts].to(torch.float64)
+
+
+class IDM(ModelMixin, ConfigMixin):
+    """Invertible Diffusion Model for compressed-sensing / MRI reconstruction.
+
+    Args:
+        backbone_type: ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
+        backbone_config: the diffusers config dict of the backbone (default: a tiny SD-style config).
+        T: number of sampling steps (>= 1).
+        task: ``"cs"`` (real grayscale images, real operator) or ``"mri"`` (complex images, complex operator).
+        image_channels: image channels (1; complex images are 1 complex channel).
+        operator_config: the operator settings the model was trained for (informational, from
+            ``operator.get_config()``).
+        reversible: memory-saving reversible backward (True) or plain autograd (False); same parameters.
+        schedule: DDIM scheduler kwargs of the prior used to initialise the learned alphas.
+
+    Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
+    ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
+
+    Example:
+        >>> import torch
+        >>> from idm_imaging.operators import BlockCS
+        >>> model = IDM(T=2)                      # tiny SD-style backbone, random weights
+        >>> op = BlockCS(0.25, block_size=16)
+        >>> x = torch.rand(1, 1, 32, 32)
+        >>> with torch.no_grad():
+        ...     x_hat = model(op.A(x), op)
+        >>> x_hat.shape
+        torch.Size([1, 1, 32, 32])
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        backbone_type: str = "UNet2DConditionModel",
+        backbone_config: dict | None = None,
+        T: int = 3,
+        task: str = "cs",
+        image_channels: int = 1,
+        operator_config: dict | None = None,
+        reversible: bool = True,
+        schedule: dict | None = None,
+    ):
+        super().__init__()
+        if backbone_type not in SUPPORTED_BACKBONES:
+            raise ValueError(f"backbone_type: {backbone_type!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T: number of sampling steps must be an int >= 1, got {T!r}")
+        if task not in TASKS:
+            raise ValueError(f"task: must be one of {list(TASKS)}, got {task!r}")
+        if image_channels != 1:
+            raise ValueError(f"image_channels: only single-channel (grayscale or complex) images are supported, got {image_channels}")
+        if backbone_config is None:
+            backbone_config = tiny_backbone_config(backbone_type)
+        if not isinstance(backbone_config, dict):
+            raise TypeError(f"backbone_config: expected a dict, got {type(backbone_config).__name__}")
+        backbone_config = clean_config(backbone_config)
+        schedule = dict(schedule or _DEFAULT_SCHEDULES[backbone_type])
+        self.register_to_config(backbone_config=backbone_config, schedule=schedule)  # record the defaults used
+        self._build(backbone_type, backbone_config, T, task, schedule, unet=None)
+        self.reversible = reversible
+        #: range-null-space projection on (True) or off (ablation / checks only; not saved)
+        self.projection = True
+
+    def _build(self, backbone_type, backbone_config, T, task, schedule, unet):
+        self.T, self.task, self.is_complex = T, task, task == "mri"
+        c = 2 if self.is_complex else 1
+        if unet is None:
+            unet = build_diffusers_unet(backbone_type, backbone_config)
+        self.adapter = ImageAdapter(c, int(unet.config.in_channels), int(unet.config.out_channels))
+        self.unet = ReversibleUNet(backbone_type, backbone_config, T, self.adapter.r, c, unet=unet)
+        a = _schedule_init(schedule, T)
+        self.alpha_logits = nn.Parameter(torch.log(a / (1 - a)).float())  # a_t = sigmoid(logit), t = 1..T
+        self.input_scale = nn.Parameter(torch.tensor(1.0))  # s: x2 = s x1 at the start
+        self.merge_scale = nn.Parameter(torch.tensor(0.0))  # m: output y1 + m y2
+        params = lambda: [p for p in self.parameters() if p.requires_grad]  # noqa: E731 (shared backbone)
+        self.sampler = ReversibleSequence(
+            [Coupling(partial(self._step, k), params=params) for k in range(T)]
+        )
+
+    # ------------------------------------------------------------------ modes
+    @property
+    def reversible(self) -> bool:
+        return self.sampler.reversible
+
+    @reversible.setter
+    def reversible(self, value: bool) -> None:
+        self.sampler.reversible = bool(value)
+        self.unet.reversible = bool(value)
+
+    def alphas(self) -> torch.Tensor:
+        """Learned cumulative alphas ``a_1..a_T`` (float, in (0, 1))."""
+        return torch.sigmoid(self.alpha_logits)
+
+    # ------------------------------------------------------------------ pieces
+    def _to_complex(self, x):
+        return torch.complex(x[:, :1], x[:, 1:2]) if self.is_complex else x
+
+    def _to_real(self, z):
+        return torch.cat([z.real, z.imag], dim=1) if self.is_complex else z
+
+    def _project(self, x, ctx):
+        """Range-null-space step ``x - A^+(A x - y)`` on the (complex) image; autocast off for accuracy."""
+        with torch.autocast(x.device.type, enabled=False):
+            z = self._to_complex(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+            op = ctx.operator
+            return self._to_real(z - op.A_dagger(op.A(z) - ctx.y))
+
+    def _pad(self, x, ctx):
+        return F.pad(x, (0, ctx.pad[1], 0, ctx.pad[0]), mode="reflect") if ctx.padded else x
+
+    def _crop(self, x, ctx):
+        return x[..., : ctx.size[0], : ctx.size[1]] if ctx.padded else x
+
+    def _inject_project(self, img, ctx):
+        """A^+ A img for the injectors, on the padded real-channel image."""
+        with torch.autocast(img.device.type, enabled=False):
+            z = self._to_complex(self._crop(img, ctx).float())
+            op = ctx.operator
+            return self._pad(self._to_real(op.A_dagger(op.A(z))), ctx)
+
+    def _step(self, k: int, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        """``F`` of sampling step ``k`` (k = 0 is t = T): (B, c, H, W) -> (B, c, H, W)."""
+        a = self.alphas()
+        t = self.T - 1 - k
+        a_t = a[t]
+        a_prev = a[t - 1] if t > 0 else a.new_ones(())
+        uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=partial(self._inject_project, ctx=ctx))
+        eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if self.projection:
+            x0 = self._project(x0, ctx)
+        return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+    # ------------------------------------------------------------------ call
+    def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
+        """Reconstruct ``x_hat`` (B, 1, H, W) from measurements ``y`` of ``operator``."""
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+        for name in ("A", "A_dagger"):
+            if not callable(getattr(operator, name, None)):
+                raise TypeError(f"operator: needs callable {name}(); got {type(operator).__name__}")
+        op_complex = bool(getattr(operator, "is_complex", False))
+        if op_complex != self.is_complex:
+            raise ValueError(f"operator: a {'complex' if op_complex else 'real'} operator does not fit a "
+                             f"{self.task!r} model (task 'mri' needs a complex operator, 'cs' a real one)")
+        if y.is_complex() != self.is_complex:
+            raise ValueError(f"y: expected {'complex' if self.is_complex else 'real'} measurements for task {self.task!r}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("y: measurements contain NaN or Inf")
+        x, ctx = self._prepare(y, operator)
+        y1, y2 = self.sampler(x, x * self.input_scale, (), ctx)
+        out = y1 + y2 * self.merge_scale
+        return self._to_complex(out)
+
+    def _prepare(self, y, operator):
+        """Move/convert ``y``, check sizes; return the start ``x_T`` (real channels) and the run context."""
+        param = self.alpha_logits
+        device, rdtype = param.device, param.dtype
+        y = y.to(device=device, dtype=(torch.complex128 if rdtype == torch.float64 else torch.complex64)
+                 if self.is_complex else rdtype)
+        if isinstance(operator, nn.Module):
+            operator = operator.to(device)
+        try:
+            aty = operator.A_dagger(y)
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(f"operator: cannot apply A_dagger to y ({e})") from e
+        if aty.ndim != 4:
+            raise ValueError(f"operator: A_dagger(y) must be (B, C, H, W), got shape {tuple(aty.shape)}")
+        if aty.shape[1] != 1:
+            raise ValueError(f"y: the model takes single-channel images, A_dagger(y) has {aty.shape[1]} channels")
+        ay = operator.A(aty)
+        if ay.shape != y.shape:
+            raise ValueError(f"operator: measurement size mismatch, A(A_dagger(y)) has shape {tuple(ay.shape)} "
+                             f"but y has {tuple(y.shape)} (operator built for another image size?)")
+        H, W = aty.shape[-2:]
+        f = self.unet.downsampling
+        pad = ((-H) % f, (-W) % f)
+        if (pad[0] and pad[0] >= H) or (pad[1] and pad[1] >= W):
+            raise ValueError(f"y: image {H}x{W} too small for the backbone (downsampling {f})")
+        ctx = types.SimpleNamespace(y=y, operator=operator, size=(H, W), pad=pad, padded=pad != (0, 0))
+        aty_r = self._to_real(aty)
+        ctx.aty_padded = self._pad(aty_r, ctx)
+        x = self.alphas()[-1].sqrt() * aty_r
+        return x, ctx
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, **kwargs) -> "IDM":
+        """Load from a folder (or an embedded name, see :mod:`.registry`): ``config.json`` + safetensors only.
+
+        Raises ``ValueError`` listing missing / unexpected / shape-mismatched keys when the weights do not
+        match the config; ``.bin`` (pickle) checkpoints are refused.
+        """
+        folder = resolve_checkpoint(name_or_dir)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            bins = sorted(p.name for p in folder.glob("*.bin"))
+            raise ValueError(f"name_or_dir: {folder} has no {WEIGHTS_NAME}"
+                             + (f" (found pickle checkpoints {bins}, which are refused)" if bins else ""))
+        if not (folder / cls.config_name).is_file():
+            raise ValueError(f"name_or_dir: {folder} has no {cls.config_name}")
+        _check_weights(cls, folder, weights)
+        kwargs.setdefault("use_safetensors", True)
+        if not kwargs["use_safetensors"]:
+            raise ValueError("use_safetensors: only safetensors checkpoints are loaded (no pickle)")
+        return super().from_pretrained(str(folder), low_cpu_mem_usage=False, **kwargs)
+
+    @classmethod
+    def from_diffusers(cls, unet_or_path: Any, T: int = 3, task: str = "cs", **kwargs) -> "IDM":
+        """Build an IDM around a pretrained diffusers UNet (object, local folder, or hub id when online).
+
+        For a folder, ``<folder>/unet`` is tried too and ``<folder>/scheduler/scheduler_config.json``
+        (if present) initialises the learned alphas. Other kwargs go to :class:`IDM`.
+        """
+        schedule = kwargs.pop("schedule", None)
+        if isinstance(unet_or_path, (str, os.PathLike)):
+            unet, schedule = _load_unet(unet_or_path, schedule)
+        elif isinstance(unet_or_path, nn.Module):
+            unet = unet_or_path
+        else:
+            raise TypeError(f"unet_or_path: expected a diffusers UNet or a folder, got {type(unet_or_path).__name__}")
+        btype = type(unet).__name__
+        if btype not in SUPPORTED_BACKBONES:
+            raise ValueError(f"unet_or_path: {btype} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+        bcfg = clean_config(unet.config)
+        model = cls(backbone_type=btype, backbone_config=bcfg, T=T, task=task, schedule=schedule, **kwargs)
+        state = {k: v.detach() for k, v in unet.state_dict().items()}
+        model.unet.load_diffusers_state_dict(state)
+        return model
+
+
+def _load_unet(path, schedule):
+    import diffusers
+
+    p = Path(path)
+    errors = []
+    for sub in (None, "unet"):
+        folder = p if sub is None else p / sub
+        cfg_file = folder / "config.json"
+        if p.exists() and not cfg_file.is_file():
+            continue
+        try:
+            cfg = diffusers.UNet2DConditionModel.load_config(str(path), subfolder=sub)  # any UNet: same config.json
+        except Exception as e:  # noqa: BLE001 (hub / missing file: try the next layout)
+            errors.append(f"{folder}: {e}")
+            continue
+        name = cfg.get("_class_name")
+        if name not in SUPPORTED_BACKBONES:
+            raise ValueError(f"unet_or_path: {name!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+        unet = getattr(diffusers, name).from_pretrained(str(path), subfolder=sub, use_safetensors=True)
+        sched_file = p / "scheduler" / "scheduler_config.json"
+        if schedule is None and sched_file.is_file():
+            s = diffusers.DDIMScheduler.load_config(str(p / "scheduler"))
+            schedule = {k: s[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                                          "steps_offset") if k in s}
+        return unet, schedule
+    raise ValueError(f"unet_or_path: no diffusers UNet config found at {path} (tried '.', 'unet'); {errors}")
+
+
+def _check_weights(cls, folder: Path, weights: Path) -> None:
+    """Compare the safetensors keys/shapes with a model built from config.json; raise listing the keys."""
+    from safetensors import safe_open
+
+    config = cls.load_config(str(folder))
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    with safe_open(str(weights), framework="pt") as f:
+        found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"name_or_dir: checkpoint {weights} does not match its config; missing keys: {missing}; "
+            f"unexpected keys: {unexpected}; shape mismatches: "
+            + ", ".join(f"{k} {found[k]} vs {expected[k]}" for k in shapes)
+        )
+
+
+def tiny_backbone_config(backbone_type: str = "UNet2DConditionModel") -> dict:
+    """A small config of the given backbone type (for tests and CPU experiments)."""
+    if backbone_type == "UNet2DConditionModel":
+        return dict(
+            sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=[16, 32, 32, 32], norm_num_groups=8, cross_attention_dim=16,
+            attention_head_dim=4,
+            down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        )
+    if backbone_type == "UNet2DModel":
+        return dict(
+            sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=[16, 32],
+            norm_num_groups=8, attention_head_dim=8,
+            down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+        )
+    raise ValueError(f"backbone_type: {backbone_type!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")

@@ -1,0 +1,33 @@
+"""Embedded (shipped) IDM checkpoints: name -> folder under ``idm_imaging/weights/``.
+
+Each folder holds a diffusers-style ``config.json`` + ``diffusion_pytorch_model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["REGISTRY", "WEIGHTS_DIR", "resolve_checkpoint"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+#: name (e.g. "cs-0.1") -> folder name under WEIGHTS_DIR. Filled when trained models are shipped.
+REGISTRY: dict[str, str] = {}
+
+
+def resolve_checkpoint(name_or_dir: str | os.PathLike) -> Path:
+    """Existing local folder -> itself; embedded name -> its folder; otherwise ``ValueError`` listing names."""
+    if not isinstance(name_or_dir, (str, os.PathLike)):
+        raise TypeError(f"name_or_dir: expected a folder path or a model name, got {type(name_or_dir).__name__}")
+    p = Path(name_or_dir)
+    if p.is_dir():
+        return p
+    name = str(name_or_dir)
+    if name in REGISTRY:
+        folder = WEIGHTS_DIR / REGISTRY[name]
+        if not folder.is_dir():
+            raise ValueError(f"name_or_dir: embedded model {name!r} is registered but {folder} is missing")
+        return folder
+    raise ValueError(f"name_or_dir: {name!r} is neither a folder nor an embedded model; "
+                     f"available names: {sorted(REGISTRY) or '(none)'}")

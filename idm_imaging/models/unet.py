@@ -1,0 +1,370 @@
+"""Reversible UNet composed from a diffusers backbone's own modules (level 2 of IDM).
+
+The diffusers UNet is built (or given), then its submodules are *moved* into a flat list of operations that
+this module runs itself, calling each submodule's own ``forward`` (``resnet(h, None)``, ``attn1``, ``ff``,
+``Attention(h)``, ``Downsample2D(h)`` ...). Nothing in diffusers is patched.
+
+Coupling scheme (the paper's): the features ``h`` of a run of shape-keeping blocks become the pair
+``(h, s h)`` (``s`` learned, init 1); every shape-keeping block ``G`` (a ResnetBlock2D with equal in/out
+channels, a self-attention transformer / attention block, an injector) becomes the coupling
+``y1 = (1 - v) G(x1) + v x2, y2 = x1``; the run ends with ``h' = y1 + m y2`` (``m`` learned, init 0).
+Each coupling is invertible for any ``G`` (``x1 = y2``, ``x2 = (y1 - (1 - v) G(y2)) / v``) and, unlike
+channel-halving couplings, applies the pretrained block to full-width features, so pretrained weights keep
+their meaning. Up-block resnets that keep the channel count of ``h`` read the skip connection as a *side
+input*: ``G(x1) = resnet(cat[x1, skip])`` is still a map ``C -> C``, so they are couplings too. A run ends
+where a skip connection must be emitted (down blocks) or a shape-changing block comes.
+Shape-changing blocks (channel-changing resnets, down/upsamplers, conv_in, the output head) run through
+non-reentrant gradient checkpointing.
+
+Backbones:
+* ``UNet2DConditionModel`` (Stable Diffusion 1.x layout): first two down blocks (the second without its
+  downsampler) and last two up blocks are kept; time embedding, mid block and cross-attention (``attn2``)
+  are dropped; the features entering the up path are repeated along channels to the width the first kept up
+  block expects (as the reference does).
+* ``UNet2DModel`` (pixel-space DDPM layout): all down, mid and up blocks kept, time embedding dropped.
+Resnets get ``temb=None`` (``time_emb_proj`` removed): with ``time_embedding_norm="default"`` diffusers then
+skips the embedding; ``"scale_shift"`` needs an embedding and is rejected. Dropout is set to 0 so that the
+backward recomputation is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from .injector import Injector
+from .reversible import Coupling, ReversibleSequence, checkpointed
+
+__all__ = ["ReversibleUNet", "SUPPORTED_BACKBONES", "build_diffusers_unet"]
+
+SUPPORTED_BACKBONES = ("UNet2DConditionModel", "UNet2DModel")
+_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "AttnDownBlock2D")
+_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "AttnUpBlock2D")
+
+
+def clean_config(config: dict) -> dict:
+    """JSON-safe copy of a diffusers config (private ``_`` keys dropped, tuples -> lists)."""
+    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}))
+
+
+def build_diffusers_unet(backbone_type: str, backbone_config: dict) -> nn.Module:
+    """Instantiate the diffusers UNet class named ``backbone_type`` from a config dict (random weights)."""
+    if backbone_type not in SUPPORTED_BACKBONES:
+        raise ValueError(f"backbone_type: {backbone_type!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+    import diffusers
+
+    cls = getattr(diffusers, backbone_type)
+    return cls.from_config(dict(backbone_config))
+
+
+class ResnetBody(nn.Module):
+    """``G(x, *skips) = resnet(cat[x, *skips], temb=None)``; (B, Cin, H, W) -> (B, Cout, H', W')."""
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        resnet.time_emb_proj = None  # time embedding dropped (diffusers skips it when temb is None)
+        self.resnet = resnet
+
+    def forward(self, x, *skips, ctx=None):
+        if skips:
+            x = torch.cat([x, *skips], dim=1)
+        return self.resnet(x, None)
+
+
+class SelfAttentionBody(nn.Module):
+    """Self-attention only: a diffusers ``Transformer2DModel`` without cross-attention, or an ``Attention``.
+
+    For a transformer: ``h = proj_in(norm(x))`` as tokens, per block ``h += attn1(norm1(h))``,
+    ``h += ff(norm3(h))`` (``attn2``/``norm2`` removed), ``x + proj_out(h)``. (B, C, H, W) -> same.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.is_transformer = hasattr(module, "transformer_blocks")
+        if self.is_transformer:
+            if not getattr(module, "is_input_continuous", True):
+                raise ValueError("backbone_config: only continuous-input Transformer2DModel blocks are supported")
+            for blk in module.transformer_blocks:
+                if getattr(blk, "norm_type", "layer_norm") != "layer_norm" or getattr(blk, "only_cross_attention", False):
+                    raise ValueError("backbone_config: transformer blocks must use norm_type='layer_norm' self-attention")
+                blk.attn2 = None  # cross-attention dropped
+                blk.norm2 = None
+        self.block = module
+
+    def forward(self, x, ctx=None):
+        if not self.is_transformer:
+            return self.block(x)  # diffusers Attention: group norm + SDPA + residual on (B, C, H, W)
+        t = self.block
+        b, _, hh, ww = x.shape
+        h = t.norm(x)
+        if not t.use_linear_projection:
+            h = t.proj_in(h)
+            inner = h.shape[1]
+            h = h.permute(0, 2, 3, 1).reshape(b, hh * ww, inner)
+        else:
+            inner = h.shape[1]
+            h = t.proj_in(h.permute(0, 2, 3, 1).reshape(b, hh * ww, inner))
+        for blk in t.transformer_blocks:
+            h = blk.attn1(blk.norm1(h)) + h
+            h = blk.ff(blk.norm3(h)) + h
+        if not t.use_linear_projection:
+            h = t.proj_out(h.reshape(b, hh, ww, inner).permute(0, 3, 1, 2))
+        else:
+            h = t.proj_out(h).reshape(b, hh, ww, inner).permute(0, 3, 1, 2)
+        return h + x
+
+
+class InjectorBody(nn.Module):
+    def __init__(self, injector: Injector):
+        super().__init__()
+        self.injector = injector
+
+    def forward(self, x, ctx=None):
+        return self.injector(x, ctx)
+
+
+class _Ckpt(nn.Module):
+    """A shape-changing block under gradient checkpointing; optionally pops a skip / pushes its output."""
+
+    def __init__(self, body: nn.Module, pop_skip: bool = False, push_skip: bool = False):
+        super().__init__()
+        self.body, self.pop_skip, self.push_skip = body, pop_skip, push_skip
+        self.checkpoint = True
+
+    def _call(self, h, *skips):
+        if isinstance(self.body, ResnetBody):
+            return self.body(h, *skips)
+        return self.body(h)
+
+    def forward(self, h, skips: list, ctx):
+        args = (h, skips.pop()) if self.pop_skip else (h,)
+        h = checkpointed(self.checkpoint, self._call, *args)
+        if self.push_skip:
+            skips.append(h)
+        return h
+
+
+class _Head(nn.Module):
+    """conv_norm_out -> act -> conv_out (diffusers' own modules)."""
+
+    def __init__(self, norm, act, conv):
+        super().__init__()
+        self.norm, self.act, self.conv = norm, act, conv
+
+    def forward(self, h):
+        if self.norm is not None:
+            h = self.act(self.norm(h))
+        return self.conv(h)
+
+
+class _Repeat(nn.Module):
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, h, skips, ctx):
+        return h.repeat(1, self.k, 1, 1)
+
+
+class _Stage(nn.Module):
+    """A run of couplings on ``(h, s h)`` merged to ``y1 + m y2``; pops ``n_sides`` skips as side inputs."""
+
+    def __init__(self, couplings, push_skip: bool):
+        super().__init__()
+        self.seq = ReversibleSequence(couplings)
+        self.n_sides = sum(c.n_sides for c in couplings)
+        self.push_skip = push_skip
+        self.s = nn.Parameter(torch.tensor(1.0))
+        self.m = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, h, skips: list, ctx):
+        sides = [skips.pop() for _ in range(self.n_sides)]
+        y1, y2 = self.seq(h, h * self.s, sides, ctx)
+        h = y1 + y2 * self.m
+        if self.push_skip:
+            skips.append(h)
+        return h
+
+
+class ReversibleUNet(nn.Module):
+    """Noise estimator ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` built from a diffusers UNet.
+
+    Args:
+        backbone_type: ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
+        backbone_config: the diffusers config dict of that class.
+        steps: number of sampling steps (per-step injector convs).
+        pixel_factor: factor between the (padded) image and the UNet input (pixel unshuffle ``r``).
+        image_channels: 1 (real) or 2 (complex as real/imag) -- the injectors' image channels.
+        unet: an existing diffusers UNet to take the modules from (its weights are used); else built.
+
+    ``forward(x, ctx)``: ``ctx`` carries ``step``, ``project`` and ``aty`` for the injectors. ``H`` and ``W``
+    must be divisible by :attr:`downsampling`. ``reversible`` switches couplings and checkpointing on/off.
+    ``diffusers_key_map`` maps this module's parameter names to the source UNet's state-dict keys.
+
+    Example:
+        >>> import types, torch
+        >>> cfg = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, in_channels=1,
+        ...            out_channels=1, down_block_types=["DownBlock2D", "DownBlock2D"],
+        ...            up_block_types=["UpBlock2D", "UpBlock2D"], sample_size=16)
+        >>> net = ReversibleUNet("UNet2DModel", cfg, steps=1, pixel_factor=1)
+        >>> ctx = types.SimpleNamespace(step=0, project=lambda im: im, aty=torch.zeros(1, 1, 16, 16))
+        >>> net(torch.randn(1, 1, 16, 16), ctx).shape
+        torch.Size([1, 1, 16, 16])
+    """
+
+    def __init__(self, backbone_type: str, backbone_config: dict, steps: int, pixel_factor: int = 1,
+                 image_channels: int = 1, unet: nn.Module | None = None):
+        super().__init__()
+        if unet is None:
+            unet = build_diffusers_unet(backbone_type, backbone_config)
+        elif type(unet).__name__ not in SUPPORTED_BACKBONES:
+            raise ValueError(f"unet: {type(unet).__name__} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+        cfg = unet.config
+        if backbone_type == "UNet2DModel" and cfg.get("resnet_time_scale_shift", "default") != "default":
+            raise ValueError("backbone_config: resnet_time_scale_shift='scale_shift' needs a time embedding; use 'default'")
+        if backbone_type == "UNet2DConditionModel" and cfg.get("resnet_time_scale_shift", "default") != "default":
+            raise ValueError("backbone_config: resnet_time_scale_shift must be 'default'")
+        for m in unet.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0  # recomputation in backward must be deterministic
+        self.in_channels, self.out_channels = int(cfg.in_channels), int(cfg.out_channels)
+        down_blocks, up_blocks, mid = list(unet.down_blocks), list(unet.up_blocks), None
+        if backbone_type == "UNet2DConditionModel":
+            if len(down_blocks) < 2 or len(up_blocks) < 2:
+                raise ValueError("backbone_config: the SD layout needs at least two down and two up blocks")
+            down_blocks, up_blocks = down_blocks[:2], up_blocks[-2:]
+        else:
+            mid = unet.mid_block
+        for blk in down_blocks:
+            if type(blk).__name__ not in _DOWN:
+                raise ValueError(f"backbone_config: down block {type(blk).__name__} unsupported; supported: {list(_DOWN)}")
+        for blk in up_blocks:
+            if type(blk).__name__ not in _UP:
+                raise ValueError(f"backbone_config: up block {type(blk).__name__} unsupported; supported: {list(_UP)}")
+
+        ops: list[nn.Module] = []
+        pending: list[Coupling] = []
+        level, ch = 0, None
+        skip_ch: list[int] = []
+        n_inj = 0
+
+        def inj(channels):
+            nonlocal n_inj
+            n_inj += 1
+            return Coupling(InjectorBody(Injector(channels, pixel_factor * 2**level, steps, image_channels)))
+
+        def flush(push_skip=False):
+            if pending:
+                ops.append(_Stage(list(pending), push_skip))
+                pending.clear()
+
+        ops.append(_Ckpt(unet.conv_in, push_skip=True))
+        ch = unet.conv_in.out_channels
+        skip_ch.append(ch)
+        n_down = len(down_blocks)
+        for bi, blk in enumerate(down_blocks):
+            attns = getattr(blk, "attentions", None)
+            for j, res in enumerate(blk.resnets):
+                if res.in_channels == res.out_channels == ch:
+                    pending.append(Coupling(ResnetBody(res)))
+                else:
+                    flush()
+                    ops.append(_Ckpt(ResnetBody(res)))
+                ch = res.out_channels
+                pending.append(inj(ch))
+                if attns is not None and attns[j] is not None:
+                    pending.append(Coupling(SelfAttentionBody(attns[j])))
+                    pending.append(inj(ch))
+                flush(push_skip=True)
+                skip_ch.append(ch)
+            keep_down = not (backbone_type == "UNet2DConditionModel" and bi == n_down - 1)
+            if getattr(blk, "downsamplers", None) is not None and keep_down:
+                down = blk.downsamplers[0]
+                ops.append(_Ckpt(ResnetBody(down) if hasattr(down, "time_emb_proj") else down, push_skip=True))
+                level += 1
+                skip_ch.append(ch)
+        self.downsampling = pixel_factor * 2**level
+        self.unet_downsampling = 2**level
+        if mid is not None:
+            items = [mid.resnets[0]]
+            for a, r in zip(mid.attentions, mid.resnets[1:]):
+                items += [a, r]
+            for it in items:
+                if it is None:
+                    continue
+                body = ResnetBody(it) if hasattr(it, "conv1") else SelfAttentionBody(it)
+                pending += [Coupling(body), inj(ch)]
+            flush()
+        first = up_blocks[0].resnets[0]
+        need = first.in_channels - skip_ch[-1]
+        if need != ch:
+            if need % ch:
+                raise ValueError(f"backbone_config: up path expects {need} channels, down path gives {ch}")
+            ops.append(_Repeat(need // ch))
+            ch = need
+        for blk in up_blocks:
+            attns = getattr(blk, "attentions", None)
+            for j, res in enumerate(blk.resnets):
+                sc = skip_ch.pop()
+                if res.in_channels != ch + sc:
+                    raise ValueError(f"backbone_config: inconsistent up block channels ({res.in_channels} != {ch}+{sc})")
+                if ch == res.out_channels:
+                    pending.append(Coupling(ResnetBody(res), n_sides=1))
+                else:
+                    flush()
+                    ops.append(_Ckpt(ResnetBody(res), pop_skip=True))
+                ch = res.out_channels
+                pending.append(inj(ch))
+                if attns is not None and attns[j] is not None:
+                    pending.append(Coupling(SelfAttentionBody(attns[j])))
+                    pending.append(inj(ch))
+            flush()
+            if getattr(blk, "upsamplers", None) is not None:
+                up = blk.upsamplers[0]
+                ops.append(_Ckpt(ResnetBody(up) if hasattr(up, "time_emb_proj") else up))
+                level -= 1
+        if level != 0 or skip_ch:
+            raise ValueError("backbone_config: down/up paths do not match after block selection")
+        ops.append(_Ckpt(_Head(unet.conv_norm_out, unet.conv_act, unet.conv_out)))
+        self.ops = nn.ModuleList(ops)
+        self.n_injectors = n_inj
+
+        # Parameter-name map to the source diffusers UNet (same module objects).
+        src = {id(p): k for k, p in unet.named_parameters()}
+        self.diffusers_key_map = {k: src[id(p)] for k, p in self.named_parameters() if id(p) in src}
+        self._reversible = True
+
+    @property
+    def reversible(self) -> bool:
+        return self._reversible
+
+    @reversible.setter
+    def reversible(self, value: bool) -> None:
+        self._reversible = bool(value)
+        for m in self.modules():
+            if isinstance(m, ReversibleSequence):
+                m.reversible = self._reversible
+            elif isinstance(m, _Ckpt):
+                m.checkpoint = self._reversible
+
+    def load_diffusers_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy the kept modules' weights from a diffusers UNet state dict (keys as in diffusers)."""
+        missing = [d for d in self.diffusers_key_map.values() if d not in state]
+        own = dict(self.named_parameters())
+        bad = [d for k, d in self.diffusers_key_map.items() if d in state and state[d].shape != own[k].shape]
+        if missing or bad:
+            raise ValueError(f"unet: weights do not match the backbone config; missing keys {missing[:20]}, "
+                             f"shape mismatches {bad[:20]}")
+        with torch.no_grad():
+            for k, d in self.diffusers_key_map.items():
+                own[k].copy_(state[d])
+
+    def forward(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        skips: list[torch.Tensor] = []
+        h = x
+        for op in self.ops:
+            h = op(h, skips, ctx)
+        return h

@@ -1,0 +1,182 @@
+"""MONAI transforms that reconstruct an image from a measurement and its acquisition record.
+
+:class:`IDMReconstruct` / :class:`IDMReconstructd` rebuild the operator from the record written by the
+acquisition transforms (:mod:`idm_imaging.transforms.acquisition`), run a reconstruction model (IDM, or the
+pseudo-inverse baseline) and return a MetaTensor carrying the image's meta, so ``SaveImaged`` writes it
+with the input's affine.
+
+3-D volumes ``(C, H, W, D)`` are reconstructed slice by slice along the last axis, ``batch_size`` slices per
+model call. MONAI's ``SliceInferer`` is not used: it slices an *image-shaped* input on the output grid,
+whereas a block-CS measurement ``(C, q, nh, nw, D)`` does not live on the image grid; slicing the
+measurement's last axis is its equivalent here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_tensor
+
+from idm_imaging.operators import BlockCS, operator_from_config
+from idm_imaging.transforms.acquisition import _from_slices, _like, _normalise_record, _plain
+
+__all__ = ["IDMReconstruct", "IDMReconstructd"]
+
+
+def _model_device(model: Any) -> torch.device | None:
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
+    return None
+
+
+class IDMReconstruct(Transform):
+    """Reconstruct ``x_hat`` from a measurement ``y`` and the acquisition record that produced it.
+
+    Args:
+        model: a callable ``model(y, operator) -> x_hat`` with ``y`` batched ``(B, 1, ...)`` (one channel of
+            one slice per batch entry) and ``x_hat`` ``(B, 1, H, W)`` real or complex, e.g. an
+            ``idm_imaging.models.IDM`` (put it in eval mode yourself); or ``None`` / ``"pinv"`` for the
+            operator's pseudo-inverse ``A^+ y`` (the zero-filled image for MRI).
+        device: where the model runs (None: the model's parameter device, else the measurement's device).
+            The result comes back on the measurement's device.
+        batch_size: slices (times channels) per model call, >= 1.
+        return_complex: keep a complex reconstruction complex (True) or return its magnitude (False).
+
+    Call: ``recon(meas, params, ref=None)``; ``meas`` as written by the acquisition transform (2-D: block CS
+    ``(C, q, nh, nw)``, MRI ``(C, H, W)``; 3-D: the same with the slice axis ``D`` last); ``params`` the
+    acquisition record (dict, a DataLoader-collated-then-decollated dict, or its JSON string); ``ref`` a
+    MetaTensor whose meta (affine, filename) the output copies. Returns ``(C, H, W[, D])`` float (complex
+    if ``return_complex`` and the model returns complex), a MetaTensor when ``ref`` is one.
+
+    Example:
+        >>> import torch
+        >>> from idm_imaging.transforms import BlockCSAcquisition
+        >>> y, x_pinv, params, _ = BlockCSAcquisition(ratio=0.5, block_size=8, seed=0)(torch.rand(1, 16, 16))
+        >>> x_hat = IDMReconstruct("pinv")(y, params)
+        >>> bool(torch.allclose(x_hat, x_pinv, atol=1e-6))
+        True
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        model: Callable | str | None = "pinv",
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        return_complex: bool = False,
+    ) -> None:
+        if isinstance(model, str) and model != "pinv":
+            raise ValueError(f"model: expected a callable, None or 'pinv', got {model!r}")
+        if model is not None and not isinstance(model, str) and not callable(model):
+            raise TypeError(
+                f"model: expected a callable model(y, operator), None or 'pinv', got {type(model).__name__}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        self.model = None if model in (None, "pinv") else model
+        self.device = torch.device(device) if device is not None else None
+        self.batch_size = batch_size
+        self.return_complex = bool(return_complex)
+
+    def _run(self, yb: torch.Tensor, op: torch.nn.Module) -> torch.Tensor:
+        if self.model is None:
+            return op.A_dagger(yb)
+        out = self.model(yb, op)
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != yb.shape[0] or out.shape[1] != 1:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"model: expected an output of shape (B, 1, H, W) with B={yb.shape[0]}, got {shape}")
+        return out
+
+    def __call__(self, meas: Any, params: Any, ref: Any = None) -> torch.Tensor:
+        rec = _normalise_record(params, "params")
+        if not isinstance(meas, torch.Tensor):
+            meas = convert_to_tensor(meas, track_meta=False)
+        y = _plain(meas)
+        sd = rec["spatial_dims"]
+        op = operator_from_config(rec["operator"])
+        per_slice = 4 if isinstance(op, BlockCS) else 3  # (C, q, nh, nw) or (C, H, W)
+        if y.ndim != per_slice + (sd == 3):
+            raise ValueError(
+                f"meas: expected {per_slice + (sd == 3)} dims for a {sd}-D {type(op).__name__} measurement, "
+                f"got shape {tuple(y.shape)}"
+            )
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("meas: contains NaN or Inf values")
+        out_device = y.device
+        device = self.device or _model_device(self.model) or out_device
+        yb = y[None] if sd == 2 else y.movedim(-1, 0)  # (N, C, ...)
+        n, c = yb.shape[:2]
+        yb = yb.reshape(n * c, 1, *yb.shape[2:])  # one channel of one slice per batch entry
+        op = op.to(device)
+        with torch.no_grad():
+            chunks = [self._run(yb[i : i + self.batch_size].to(device), op) for i in range(0, n * c, self.batch_size)]
+        x = torch.cat(chunks).to(out_device)
+        if x.is_complex() and not self.return_complex:
+            x = x.abs()
+        x = _from_slices(x.reshape(n, c, *x.shape[2:]), sd)
+        return _like(x, ref)
+
+
+class IDMReconstructd(MapTransform):
+    """Dictionary version of :class:`IDMReconstruct`.
+
+    For each key ``k`` (the image's key, e.g. "image") it reads ``d[k + "_meas"]`` and ``d[k + "_acq"]``
+    (the acquisition transforms' outputs) and writes ``d[k + "_recon"]``, a MetaTensor with the meta of
+    ``d[k + "_pinv"]`` (else ``d[k]``), i.e. the input image's affine. Postfixes are arguments.
+
+    After a ``DataLoader``, apply it per item of ``monai.data.decollate_batch(batch)`` (MONAI's post-transform
+    pattern); the collated record is accepted as is.
+
+    Example:
+        >>> import torch
+        >>> from monai.transforms import Compose
+        >>> from idm_imaging.transforms import BlockCSAcquisitiond
+        >>> acq = BlockCSAcquisitiond("image", ratio=0.25, block_size=8, seed=0)
+        >>> t = Compose([acq, IDMReconstructd("image", "pinv")])
+        >>> tuple(t({"image": torch.rand(1, 16, 16)})["image_recon"].shape)
+        (1, 16, 16)
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        model: Callable | str | None = "pinv",
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        return_complex: bool = False,
+        meas_postfix: str = "_meas",
+        acq_postfix: str = "_acq",
+        ref_postfix: str = "_pinv",
+        output_postfix: str = "_recon",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.recon = IDMReconstruct(model, device=device, batch_size=batch_size, return_complex=return_complex)
+        self.meas_postfix, self.acq_postfix = meas_postfix, acq_postfix
+        self.ref_postfix, self.output_postfix = ref_postfix, output_postfix
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.keys:
+            mk, ak = f"{key}{self.meas_postfix}", f"{key}{self.acq_postfix}"
+            if mk not in d or ak not in d:
+                if self.allow_missing_keys:
+                    continue
+                raise KeyError(f"key {key!r}: IDMReconstructd needs {mk!r} and {ak!r} in the data")
+            ref = d.get(f"{key}{self.ref_postfix}")
+            if not isinstance(ref, MetaTensor):
+                ref = d.get(key)
+            try:
+                d[f"{key}{self.output_postfix}"] = self.recon(d[mk], d[ak], ref=ref)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"key {key!r}: {e}") from e
+        return d

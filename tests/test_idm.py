@@ -1,0 +1,250 @@
+"""IDM: inversion of every coupling, reversible == plain gradients, autocast, I/O, projection, bad input."""
+
+import json
+import time
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel, UNet2DModel
+
+from idm_imaging.models import IDM, ReversibleSequence, tiny_backbone_config
+from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
+
+BACKBONES = ["UNet2DConditionModel", "UNet2DModel"]
+
+
+def _problem(task, size=32, batch=2, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if task == "cs":
+        op = BlockCS(0.25, block_size=16, seed=seed)
+        x = torch.rand(batch, 1, size, size, generator=g, dtype=dtype)
+    else:
+        op = SingleCoilFourier(make_mask("random", (size, size), 4, seed=seed))
+        cd = torch.complex128 if dtype == torch.float64 else torch.complex64
+        x = torch.complex(torch.rand(batch, 1, size, size, generator=g, dtype=dtype),
+                          0.3 * torch.rand(batch, 1, size, size, generator=g, dtype=dtype)).to(cd)
+    return op, x, op.A(x)
+
+
+def _model(backbone, task, T=2, dtype=torch.float64, jitter=0.02):
+    torch.manual_seed(0)
+    m = IDM(backbone_type=backbone, T=T, task=task).to(dtype)
+    with torch.no_grad():  # move off the zero-initialised injectors / m = 0 so every path carries gradient
+        for p in m.parameters():
+            p.add_(jitter * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-5), (torch.float32, 1e-3)])
+def test_every_coupling_and_sampler_invert(backbone, dtype, tol):
+    model = _model(backbone, "cs", dtype=dtype)
+    op, _, y = _problem("cs", dtype=dtype)
+    records = []
+
+    def hook(mod, args, out):
+        records.append((mod, args, out))
+
+    seqs = [m for m in model.modules() if isinstance(m, ReversibleSequence)]
+    assert len(seqs) >= 5
+    handles = [s.register_forward_hook(hook) for s in seqs]
+    with torch.no_grad():
+        model(y, op)
+    for h in handles:
+        h.remove()
+    assert {id(r[0]) for r in records} == {id(s) for s in seqs}
+    with torch.no_grad():
+        for mod, (x1, x2, sides, ctx), (y1, y2) in records:
+            r1, r2 = mod.inverse(y1, y2, sides, ctx)
+            if dtype == torch.float64:
+                assert (r1 - x1).abs().max() < tol and (r2 - x2).abs().max() < tol
+            else:
+                assert (r2 - x2).norm() <= tol * x2.norm() and (r1 - x1).norm() <= tol * x1.norm()
+
+
+def _all_grads(model, y, op, reversible):
+    model.reversible = reversible
+    model.zero_grad()
+    out = model(y, op)
+    target = torch.view_as_real(out) if out.is_complex() else out
+    (target * torch.linspace(-1, 1, target.numel(), dtype=target.dtype).view_as(target)).sum().backward()
+    return {k: p.grad for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_reversible_gradients_equal_plain(backbone, task):
+    model = _model(backbone, task)
+    op, _, y = _problem(task)
+    gp = _all_grads(model, y, op, False)
+    gr = _all_grads(model, y, op, True)
+    total = torch.sqrt(sum(g.square().sum() for g in gp.values() if g is not None))
+    n_checked = 0
+    for k, a in gp.items():
+        b = gr[k]
+        assert (a is None) == (b is None), k
+        if a is None:
+            continue
+        # 1e-4 relative; the absolute floor only matters for gradients that are exactly 0 in theory
+        # (e.g. attention key biases, invariant under softmax), where both sides are rounding noise.
+        assert (a - b).norm() <= 1e-4 * a.norm() + 1e-12 * total, k
+        n_checked += 1
+    assert n_checked == sum(1 for _ in model.parameters())
+
+
+def test_autocast_bf16_reversible_close_to_fp32():
+    model = _model("UNet2DConditionModel", "cs", dtype=torch.float32)
+    op, _, y = _problem("cs", dtype=torch.float32)
+    grads = {}
+    for mode in ("fp32", "bf16"):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            out = model(y, op)
+        out.float().square().mean().backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert torch.isfinite(grads[mode]).all()
+    cos = torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0)
+    assert cos > 0.95, cos
+
+
+def test_save_load_round_trip(tmp_path):
+    model = _model("UNet2DConditionModel", "cs", dtype=torch.float32)
+    op, _, y = _problem("cs", dtype=torch.float32)
+    model.save_pretrained(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["config.json", "diffusion_pytorch_model.safetensors"]
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["T"] == 2 and cfg["task"] == "cs" and cfg["backbone_config"]["block_out_channels"] == [16, 32, 32, 32]
+    loaded = IDM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(y, op), loaded(y, op))
+
+
+def test_mismatched_checkpoint_lists_keys(tmp_path):
+    model = IDM(T=2)
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["T"] = 3  # config now expects a third set of injector convs the weights do not have
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"missing keys: \[.*to_image\.2\.weight"):
+        IDM.from_pretrained(tmp_path)
+
+
+def test_pickle_checkpoints_refused_and_names_resolved(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dict(IDM(T=1).config)))
+    (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ValueError, match="refused"):
+        IDM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="available names"):
+        IDM.from_pretrained("cs-0.99-does-not-exist")
+
+
+@pytest.mark.parametrize("layout", ["flat", "unet_subfolder"])
+def test_from_diffusers_folder(tmp_path, layout):
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(**tiny_backbone_config("UNet2DConditionModel"))
+    folder = tmp_path / "unet" if layout == "unet_subfolder" else tmp_path
+    unet.save_pretrained(folder)
+    model = IDM.from_diffusers(tmp_path, T=2, task="cs")
+    src = unet.state_dict()
+    own = dict(model.unet.named_parameters())
+    assert len(model.unet.diffusers_key_map) > 50
+    for mine, theirs in model.unet.diffusers_key_map.items():
+        assert torch.equal(own[mine], src[theirs]), mine
+    # and directly from the object
+    model2 = IDM.from_diffusers(unet, T=2)
+    op, _, y = _problem("cs", dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(model(y, op), model2(y, op))
+
+
+def test_from_diffusers_unet2dmodel_weights_used():
+    torch.manual_seed(4)
+    unet = UNet2DModel(**tiny_backbone_config("UNet2DModel"))
+    a, b = IDM.from_diffusers(unet, T=1), IDM(backbone_type="UNet2DModel", T=1)
+    op, _, y = _problem("cs", dtype=torch.float32)
+    with torch.no_grad():
+        assert not torch.allclose(a(y, op), b(y, op))
+        b.unet.load_diffusers_state_dict(unet.state_dict())
+        assert torch.equal(a(y, op), b(y, op))
+
+
+@pytest.mark.slow  # ~12-20 s on 2 shared cores (115M random weights)
+def test_sd15_config_parameter_count():
+    cfg = dict(block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, cross_attention_dim=768,
+               attention_head_dim=8, down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+               up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, in_channels=4, out_channels=4,
+               sample_size=64)
+    model = IDM(backbone_config=cfg, T=3)
+    backbone = sum(p.numel() for k, p in model.named_parameters() if ".injector." not in k)
+    assert 110e6 < backbone < 120e6, backbone
+    assert model.unet.downsampling == 4 and model.adapter.r == 2
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_projection_makes_output_consistent(task):
+    model = _model("UNet2DConditionModel", task)
+    op, _, y = _problem(task)
+    res, last = {}, {}
+    with torch.no_grad():
+        for proj in (True, False):
+            model.projection = proj
+            x_hat = model(y, op)
+            res[proj] = ((op.A(x_hat) - y).norm() / y.norm()).item()
+            # F of the last step returns the projected x0 (a_0 = 1): consistent to rounding
+            x, ctx = model._prepare(y, op)
+            f_last = model._to_complex(model._step(model.T - 1, x, ctx))
+            last[proj] = ((op.A(f_last) - y).norm() / y.norm()).item()
+    assert last[True] < 1e-10 and last[False] > 1e-2, last
+    assert res[True] < 0.6 * res[False], res
+
+
+def test_tiny_64px_reconstruction_is_fast_and_pads():
+    model = IDM(T=3).eval()
+    op = BlockCS(0.1, block_size=32, img_size=(62, 58))
+    x = torch.rand(1, 1, 62, 58)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x_hat = model(op.A(x), op)
+    assert time.perf_counter() - t0 < 10
+    assert x_hat.shape == (1, 1, 62, 58) and x_hat.dtype == torch.float32 and torch.isfinite(x_hat).all()
+    op64 = BlockCS(0.1, block_size=32)
+    with torch.no_grad():
+        assert model(op64.A(torch.rand(2, 1, 64, 64)), op64).shape == (2, 1, 64, 64)
+
+
+def test_mri_returns_complex():
+    model = IDM(backbone_type="UNet2DModel", T=1, task="mri")
+    op, _, y = _problem("mri", dtype=torch.float32)
+    with torch.no_grad():
+        out = model(y, op)
+    assert out.is_complex() and out.shape == (2, 1, 32, 32)
+
+
+def test_bad_input():
+    model = IDM(T=1)
+    op, x, y = _problem("cs", dtype=torch.float32)
+    bad = y.clone()
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="y"):
+        model(bad, op)
+    with pytest.raises(TypeError, match="y"):
+        model(y.numpy(), op)
+    with pytest.raises(TypeError, match="operator"):
+        model(y, object())
+    mri_op, _, mri_y = _problem("mri", dtype=torch.float32)
+    with pytest.raises(ValueError, match="operator"):
+        model(mri_y, mri_op)
+    with pytest.raises(ValueError, match="y"):  # 3-channel image measurements for a 1-channel model
+        model(op.A(torch.rand(1, 3, 32, 32)), op)
+    with pytest.raises(ValueError, match="operator"):  # operator built for another image size
+        model(y, BlockCS(0.25, block_size=16, img_size=(48, 48)))
+    with pytest.raises(ValueError, match="operator"):  # k-space of another size than the mask
+        IDM(T=1, task="mri")(torch.zeros(1, 1, 16, 16, dtype=torch.complex64) + 1, mri_op)
+    for T in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="T"):
+            IDM(T=T)
+    with pytest.raises(ValueError, match="UNet2DModel"):
+        IDM(backbone_type="UNet3DConditionModel")
+    with pytest.raises(ValueError, match="task"):
+        IDM(task="ct")
