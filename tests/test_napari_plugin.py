@@ -1,0 +1,399 @@
+"""Tests of the napari plugin: the Qt-free engine, reader/writer, sample data, manifest, and the dock widget.
+
+Widget tests need napari + Qt + an X server with OpenGL; run them under Xvfb:
+    xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python -m pytest tests/test_napari_plugin.py
+Engine, reader and sample-data tests run anywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_plugin import _engine
+from napari_plugin._engine import CHECKPOINT, PSEUDO_INVERSE, Acquisition, reconstruct, run_to_completion
+from napari_plugin._sample_data import make_brain, make_phantom, synthetic_brain_stack
+
+# -- engine (no Qt) ------------------------------------------------------------------------------------------------
+
+
+def test_fourier_zero_filled_matches_operator_and_error_layer():
+    from idm_imaging.metrics import fastmri_metrics
+    from idm_imaging.operators import SingleCoilFourier
+
+    img = make_phantom(128) * 3.0  # arbitrary intensity scale: the engine normalises and scales back
+    acq = Acquisition(mode="fourier", mask_kind="random", acceleration=4, seed=3)
+    res = run_to_completion(img, acq, name="ph")
+    names = [layer.name for layer in res.layers]
+    assert names == ["ph zero-filled 4x random", "ph |error| 4x random"]
+    op = SingleCoilFourier.from_mask_params("random", (128, 128), 4, seed=3)
+    expected = op.A_dagger(op.A(torch.from_numpy(img)[None, None].to(torch.complex64))).abs()[0, 0].numpy()
+    zf, err = res.layers[0].data, res.layers[1].data
+    assert zf.shape == img.shape and zf.dtype == np.float32
+    np.testing.assert_allclose(zf, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(err, np.abs(zf - img), atol=1e-5)
+    m = res.layers[0].metadata["idm_imaging"]
+    assert m["acquisition"]["acceleration"] == 4 and m["acquisition"]["mask_kind"] == "random"
+    assert m["metrics"]["psnr"] == pytest.approx(fastmri_metrics(expected, img)["psnr"], abs=1e-3)
+    assert 15 < m["metrics"]["psnr"] < 60 and 0 < m["metrics"]["ssim"] <= 1
+
+
+def test_block_cs_full_ratio_pseudo_inverse_is_exact():
+    img = make_brain(64)
+    res = run_to_completion(img, Acquisition(mode="block_cs", ratio=1.0, block_size=16, permute=False), name="b")
+    assert [layer.name for layer in res.layers] == ["b pseudo-inverse CS 100% B16", "b |error| CS 100% B16"]
+    np.testing.assert_allclose(res.layers[0].data, img, atol=1e-4)
+    assert res.metrics["pseudo-inverse"]["psnr"] > 70
+    low = run_to_completion(img, Acquisition(mode="block_cs", ratio=0.1, block_size=16, permute=False), name="b")
+    assert low.metrics["pseudo-inverse"]["psnr"] < res.metrics["pseudo-inverse"]["psnr"] - 30
+
+
+def test_stack_progress_per_batch_and_first_yield_is_immediate():
+    stack = synthetic_brain_stack(32)[0][0]
+    assert stack.shape == (32, 256, 256)
+    gen = reconstruct(stack, Acquisition(acceleration=8, mask_kind="equispaced"), name="s", batch_size=4)
+    first = next(gen)
+    assert (first.done, first.total) == (0, 32)  # before any slice is computed: progress shows at once
+    done = []
+    try:
+        while True:
+            done.append(next(gen).done)
+    except StopIteration as stop:
+        result = stop.value
+    assert done == list(range(4, 33, 4))
+    assert result.layers[0].data.shape == (32, 256, 256)
+    # slice i of the stack equals a single-slice run of that slice (same mask; intensity scale undone)
+    single = run_to_completion(stack[5:6], Acquisition(acceleration=8, mask_kind="equispaced"), name="one")
+    np.testing.assert_allclose(result.layers[0].data[5], single.layers[0].data[0], atol=1e-4)
+
+
+def test_cancel_mid_stack_returns_nothing():
+    stack = np.stack([make_brain(64, z) for z in np.linspace(-0.5, 0.5, 10)])
+    cancel = threading.Event()
+    gen = reconstruct(stack, Acquisition(), name="s", batch_size=2, cancel=cancel)
+    seen = [next(gen).done, next(gen).done]
+    cancel.set()
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert seen == [0, 2] and stop.value.value is None
+
+
+def test_measured_kspace_equals_simulated():
+    from idm_imaging.operators import fft2c, make_mask
+
+    img = make_phantom(96)
+    mask = make_mask("gaussian2d", (96, 96), 4, seed=1)
+    mask = np.asarray(mask)
+    k = fft2c(torch.from_numpy(img).to(torch.complex64)[None, None])[0, 0].numpy() * mask
+    res = run_to_completion(None, Acquisition(mode="measured"), name="k", kspace=k, mask=mask.astype(np.uint8))
+    assert [layer.name for layer in res.layers] == ["k zero-filled measured k-space"]  # no reference: no error
+    sim = run_to_completion(img, Acquisition(mode="fourier", mask_kind="gaussian2d", acceleration=4, seed=1))
+    np.testing.assert_allclose(res.layers[0].data, sim.layers[0].data, atol=1e-4)
+    assert res.metrics == {}
+
+
+@pytest.mark.parametrize("bad, match", [(np.zeros(10), "2-D image or a 3-D stack"),
+                                        (np.zeros((2, 2, 8, 8)), "2-D image or a 3-D stack"),
+                                        (np.full((16, 16), np.nan), "NaN")])
+def test_bad_input_raises_naming_the_layer(bad, match):
+    with pytest.raises(ValueError, match=match) as info:
+        run_to_completion(bad, Acquisition(), name="mylayer")
+    assert "mylayer" in str(info.value)
+
+
+def test_bad_batch_size_and_task_mismatch():
+    with pytest.raises(ValueError, match="batch_size"):
+        run_to_completion(make_phantom(32), Acquisition(), batch_size=0)
+    idm = pytest.importorskip("idm_imaging.models").IDM
+    with pytest.raises(ValueError, match="'cs'"):
+        run_to_completion(make_phantom(32), Acquisition(), model=idm(T=1, task="cs"), model_name="tiny")
+    with pytest.raises(ValueError, match="checkpoint"):
+        _engine.load_model(CHECKPOINT, None)
+    with pytest.raises(ValueError, match="nowhere"):
+        _engine.load_model(CHECKPOINT, "/nowhere/model")
+
+
+def test_model_choices_and_devices():
+    for task in ("cs", "mri"):
+        choices = _engine.model_choices(task)
+        assert choices[-2:] == [PSEUDO_INVERSE, CHECKPOINT]
+        assert all(c.startswith(task + "-") for c in choices[:-2])
+    devices = _engine.available_devices()
+    assert devices[-1] == "cpu" and all(torch.device(d) is not None for d in devices)
+
+
+def test_tiny_idm_runs_through_engine():
+    idm = pytest.importorskip("idm_imaging.models").IDM
+    torch.manual_seed(0)
+    model = idm(T=1, task="mri")
+    img = make_phantom(32)
+    res = run_to_completion(np.stack([img, img[::-1]]), Acquisition(acceleration=4), model=model,
+                            model_name="tiny", batch_size=2, name="p")
+    assert [layer.name for layer in res.layers] == ["p zero-filled 4x random", "p IDM 4x random",
+                                                    "p |error| 4x random"]
+    assert res.layers[1].data.shape == (2, 32, 32)
+    assert all(math.isfinite(v["psnr"]) for v in res.metrics.values())
+    assert res.layers[1].metadata["idm_imaging"]["model"] == "tiny"
+
+
+@pytest.mark.slow
+def test_embedded_mri_model_beats_zero_filled():
+    """With a shipped mri-4x model, IDM must beat the zero-filled reconstruction on the brain sample."""
+    if "mri-4x" not in _engine.model_choices("mri"):
+        pytest.skip("embedded model 'mri-4x' not shipped yet")
+    model = _engine.load_model("mri-4x")
+    res = run_to_completion(make_brain(256), Acquisition(acceleration=4), model=model, model_name="mri-4x")
+    assert res.metrics["IDM"]["psnr"] > res.metrics["zero-filled"]["psnr"] + 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_frees_memory():
+    idm = pytest.importorskip("idm_imaging.models").IDM
+    stack = np.stack([make_brain(128, z) for z in np.linspace(-0.8, 0.8, 16)])
+    torch.manual_seed(0)
+    model = idm(T=2, task="mri").eval()
+    acq = Acquisition(acceleration=4, sigma=0.01, seed=1)
+    cpu = run_to_completion(stack, acq, model=model, device="cpu", batch_size=4)
+    base = torch.cuda.memory_allocated()
+    gpu = run_to_completion(stack, acq, model=model, device="cuda:0", batch_size=16)
+    for a, b in zip(cpu.layers, gpu.layers):
+        assert np.abs(a.data - b.data).max() / stack.max() < 5e-3, a.name
+    assert torch.cuda.memory_allocated() == base and next(model.parameters()).device.type == "cpu"
+    torch.cuda.set_per_process_memory_fraction(0.001)
+    try:
+        with pytest.raises(MemoryError, match="batch_size=64"):
+            run_to_completion(np.stack([make_brain(512)] * 64), acq, model=model, device="cuda:0", batch_size=64)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert torch.cuda.memory_allocated() == base
+
+
+# -- sample data, reader, writer, manifest ---------------------------------------------------------------------------
+
+
+def test_sample_data():
+    ph = make_phantom(256)
+    assert ph.shape == (256, 256) and ph.dtype == np.float32 and ph.min() >= 0 and ph.max() == pytest.approx(1, 0.05)
+    br = make_brain(128)
+    assert br.shape == (128, 128) and 0 <= br.min() and br.max() <= 1 and br.std() > 0.1
+    # the head narrows towards the top of the stack
+    assert (make_brain(128, 0.8) > 0.1).sum() < (make_brain(128, 0.0) > 0.1).sum()
+
+
+def test_reader_nifti_scale_and_complex_npy(tmp_path):
+    import nibabel as nib
+
+    from napari_plugin._reader import napari_get_reader
+
+    vol = np.random.default_rng(0).random((5, 20, 24)).astype(np.float32)  # (D, H, W)
+    affine = np.diag([0.5, 0.7, 3.0, 1.0])  # voxel sizes of the NIfTI axes (W, H, D)
+    nib.save(nib.Nifti1Image(vol.T, affine), tmp_path / "scan.nii.gz")
+    reader = napari_get_reader(str(tmp_path / "scan.nii.gz"))
+    assert reader is not None
+    [(data, kwargs, kind)] = reader(str(tmp_path / "scan.nii.gz"))
+    assert kind == "image" and kwargs["name"] == "scan"
+    np.testing.assert_allclose(data, vol)
+    np.testing.assert_allclose(kwargs["scale"], (3.0, 0.7, 0.5))
+    np.testing.assert_allclose(kwargs["metadata"]["scan"]["affine"], affine)
+
+    c = (np.random.default_rng(1).standard_normal((16, 16)) + 1j).astype(np.complex64)
+    np.save(tmp_path / "c.npy", c)
+    [(data, kwargs, _)] = napari_get_reader(str(tmp_path / "c.npy"))(str(tmp_path / "c.npy"))
+    np.testing.assert_allclose(data, np.abs(c))
+    np.testing.assert_array_equal(kwargs["metadata"]["idm_complex"], c)
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_reader_dicom_folder():
+    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "samples" / "CT_head_512.dcm"
+    if not src.exists():
+        pytest.skip(f"dataset sample {src} not present")
+    from napari_plugin._reader import read_layers
+
+    [(data, kwargs, _)] = read_layers(str(src))
+    assert data.shape == (512, 512)
+    np.testing.assert_allclose(kwargs["scale"], (0.478516, 0.478516), rtol=1e-5)
+
+
+def test_writer_keeps_geometry(tmp_path):
+    from idm_imaging.io import read_scan
+
+    from napari_plugin._writer import write_nifti
+
+    affine = np.diag([0.5, 0.7, 3.0, 1.0])
+    vol = np.random.default_rng(0).random((4, 10, 12)).astype(np.float32)
+    [out] = write_nifti(str(tmp_path / "rec.nii.gz"), vol, {"metadata": {"scan": {"affine": affine}}})
+    back, meta = read_scan(out)
+    np.testing.assert_allclose(back.numpy(), vol)
+    np.testing.assert_allclose(meta["affine"], affine)
+    [out] = write_nifti(str(tmp_path / "plain.nii"), vol[0], {"scale": (2.0, 3.0), "metadata": {}})
+    assert read_scan(out)[1]["spacing"] == pytest.approx((2.0, 3.0))
+
+
+def test_manifest_is_valid_and_commands_resolve():
+    npe2 = pytest.importorskip("npe2")
+    import importlib
+
+    manifest = npe2.PluginManifest.from_file(Path(_engine.__file__).with_name("napari.yaml"))
+    assert {w.display_name for w in manifest.contributions.widgets} == {"IDM reconstruction"}
+    for cmd in manifest.contributions.commands:
+        module, attr = cmd.python_name.split(":")
+        if module == "napari_plugin._widget" and (not _have_display() or importlib.util.find_spec("napari") is None):
+            continue  # importing Qt needs napari and a display
+        assert callable(getattr(importlib.import_module(module), attr)), cmd.python_name
+
+
+# -- the dock widget (napari + Xvfb) ---------------------------------------------------------------------------------
+
+def _have_display() -> bool:
+    # Qt aborts the whole process without an X server on Linux: skip instead (run under xvfb-run)
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def napari_needed(test):
+    """Mark a widget test: needs napari and (on Linux) an X server; skipped at collection otherwise."""
+    test = pytest.mark.napari(test)
+    test = pytest.mark.skipif(importlib.util.find_spec("napari") is None, reason="napari not installed")(test)
+    return pytest.mark.skipif(not _have_display(), reason="needs an X server: run under xvfb-run")(test)
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    pytest.importorskip("napari")
+    from napari_plugin._widget import IDMReconstructionWidget
+
+    viewer = make_napari_viewer()
+    w = IDMReconstructionWidget(viewer)
+    viewer.window.add_dock_widget(w, name="IDM reconstruction")
+    yield viewer, w
+    if w.worker is not None:
+        w.cancel()
+
+
+def _wait(qtbot, w, timeout=30000):
+    qtbot.waitUntil(lambda: not w.running, timeout=timeout)
+
+
+@napari_needed
+def test_widget_docks_via_manifest(make_napari_viewer):
+    pytest.importorskip("napari")
+    viewer = make_napari_viewer()
+    dock, w = viewer.window.add_plugin_dock_widget("idm-imaging", "IDM reconstruction")
+    assert type(w).__name__ == "IDMReconstructionWidget"
+    viewer.open_sample("idm-imaging", "phantom")
+    assert viewer.layers[-1].name == "Shepp-Logan phantom"
+    assert w.input.value is viewer.layers["Shepp-Logan phantom"]
+
+
+@napari_needed
+def test_widget_run_adds_layers_with_input_geometry(widget, qtbot):
+    viewer, w = widget
+    layer = viewer.add_image(make_phantom(128), name="phantom", scale=(0.5, 0.8), translate=(3.0, -2.0))
+    w.input.value = layer
+    w.mode.value = "Single-coil MRI (simulated)"
+    w.acceleration.value = 4.0
+    w.model.value = PSEUDO_INVERSE
+    w.run_button.clicked.emit()
+    assert w.running
+    _wait(qtbot, w)
+    assert [lay.name for lay in viewer.layers] == ["phantom", "phantom zero-filled 4x random",
+                                                   "phantom |error| 4x random"]
+    for lay in list(viewer.layers)[1:]:
+        np.testing.assert_allclose(lay.scale, (0.5, 0.8))
+        np.testing.assert_allclose(lay.translate, (3.0, -2.0))
+    psnr = viewer.layers[1].metadata["idm_imaging"]["metrics"]["psnr"]
+    assert math.isfinite(psnr) and psnr > 15
+    assert viewer.layers[1].metadata["idm_imaging"]["acquisition"]["mask_kind"] == "random"
+    assert "PSNR" in w.metrics.value and f"{psnr:.2f}" in w.metrics.value
+    assert w.progress.value == w.progress.max == 1
+    assert w.run_button.enabled and not w.cancel_button.enabled
+
+
+@napari_needed
+def test_widget_checkpoint_folder_idm(widget, qtbot, tmp_path):
+    idm = pytest.importorskip("idm_imaging.models").IDM
+    viewer, w = widget
+    torch.manual_seed(0)
+    idm(T=1, task="mri").save_pretrained(str(tmp_path / "tiny"))
+    layer = viewer.add_image(np.stack([make_phantom(32)] * 3), name="vol", scale=(4.0, 1.0, 1.0))
+    w.input.value = layer
+    w.model.value = CHECKPOINT
+    assert not w.checkpoint.native.isHidden()
+    w.checkpoint.value = str(tmp_path / "tiny")
+    w.batch_size.value = 2
+    w.run_button.clicked.emit()
+    _wait(qtbot, w, 60000)
+    names = [lay.name for lay in viewer.layers]
+    assert names == ["vol", "vol zero-filled 4x random", "vol IDM 4x random", "vol |error| 4x random"]
+    assert viewer.layers["vol IDM 4x random"].data.shape == (3, 32, 32)
+    np.testing.assert_allclose(viewer.layers["vol IDM 4x random"].scale, (4.0, 1.0, 1.0))
+    assert math.isfinite(viewer.layers["vol IDM 4x random"].metadata["idm_imaging"]["metrics"]["psnr"])
+
+
+class _GatedPseudoInverse(torch.nn.Module):
+    """Reconstruction model = the pseudo-inverse, released one batch at a time by the test (timing control)."""
+
+    class config:  # noqa: N801 (mimics diffusers' model.config)
+        task = "mri"
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+
+    def forward(self, y, op):
+        assert self.gate.acquire(timeout=20), "test never released the batch"
+        return op.A_dagger(y)
+
+
+@napari_needed
+def test_widget_cancel_mid_stack_leaves_no_layer(widget, qtbot):
+    viewer, w = widget
+    layer = viewer.add_image(np.stack([make_brain(64, z) for z in np.linspace(-0.5, 0.5, 8)]), name="stack")
+    model = _GatedPseudoInverse()
+    w._get_model = lambda choice, checkpoint: model
+    w.input.value = layer
+    w.batch_size.value = 1
+    w.run_button.clicked.emit()
+    model.gate.release(2)
+    qtbot.waitUntil(lambda: w.progress.value == 2, timeout=10000)
+    assert w.cancel_button.enabled
+    w.cancel_button.clicked.emit()
+    model.gate.release(100)
+    _wait(qtbot, w)
+    assert [lay.name for lay in viewer.layers] == ["stack"]
+    assert w.progress.value < 8 and w.metrics.value == "cancelled"
+
+
+@napari_needed
+def test_bad_inputs_notify_not_crash(widget, qtbot, monkeypatch, tmp_path):
+    from napari_plugin import _widget
+
+    viewer, w = widget
+    errors = []
+    monkeypatch.setattr(_widget, "show_error", errors.append)
+    assert w.input.value is None
+    w.run_button.clicked.emit()  # no layer yet
+    assert errors and "choose an image layer" in errors[-1]
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="four_d")
+    w.input.value = viewer.layers["four_d"]
+    w.run_button.clicked.emit()
+    assert "four_d" in errors[-1] and "2-D or 3-D" in errors[-1]
+    assert not w.running
+    # a missing model folder fails inside the worker and is reported the same way
+    viewer.add_image(make_phantom(32), name="ph")
+    w.input.value = viewer.layers["ph"]
+    w.model.value = CHECKPOINT
+    w.checkpoint.value = str(tmp_path / "missing_model")
+    w.run_button.clicked.emit()
+    _wait(qtbot, w)
+    assert "missing_model" in errors[-1]
+    assert [lay.name for lay in viewer.layers] == ["four_d", "ph"]
