@@ -1,0 +1,18 @@
+"""Benchmark: IDM against its peers (pseudo-inverse, TV-FISTA, DDNM, DPS, MONAI VarNet) on the same images.
+
+Entry points: :func:`run` (``python -m idm_imaging.benchmark [--quick]``); the baselines live in
+:mod:`idm_imaging.benchmark.baselines`.
+
+Example::
+
+    >>> from idm_imaging.benchmark import run
+    >>> results = run(quick=True, out_dir="benchmarks/results")
+"""
+
+from idm_imaging.benchmark.baselines import (
+    DDNM, DPS, DiffusionPrior, PseudoInverse, TVFista, VarNet, tv_prox, train_varnet,
+)
+from idm_imaging.benchmark.run import BenchmarkConfig, main, run
+
+__all__ = ["run", "main", "BenchmarkConfig", "PseudoInverse", "TVFista", "tv_prox", "DiffusionPrior", "DDNM", "DPS",
+           "VarNet", "train_varnet"]

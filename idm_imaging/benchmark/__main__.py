@@ -1,0 +1,5 @@
+import sys
+
+from idm_imaging.benchmark.run import main
+
+sys.exit(main())

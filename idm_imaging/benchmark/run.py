@@ -1,0 +1,620 @@
+"""The benchmark run: every method on the same images and operators; JSON + CSV results, Markdown, figure.
+
+Main table: Set11 and BSD68 at block-CS ratios 10/30/50% (block 32, permuted, ``seed=0``), BrainImages_test at
+4x/8x random 1-D Cartesian (``make_mask("random", ..., seed=image index)``, centre fraction 0.32 / R).
+Generalisation table: each trained model (IDM, VarNet) on settings it was not trained for: other CS ratios,
+the other acceleration, equispaced and radial masks. Metrics: natural images by the paper protocol
+(:func:`~idm_imaging.metrics.psnr_y` / :func:`~idm_imaging.metrics.ssim_y`, Y channel on 0-255), MRI by the
+fastMRI protocol (:func:`~idm_imaging.metrics.fastmri_metrics` on magnitudes, per image, then averaged).
+Seconds per image are wall-clock times of the reconstruction alone (CUDA synchronised).
+
+Methods whose model is missing (IDM names not shipped yet, no prior for DDNM/DPS, no MRI training data for
+VarNet) and datasets that are absent are skipped with the reason recorded in the results' ``skipped`` list.
+
+Example::
+
+    >>> from idm_imaging.benchmark import run
+    >>> results = run(quick=True, out_dir="benchmarks/results", device="cpu")
+    >>> [r["method"] for r in results["rows"]][:2]
+    ['pseudo-inverse', 'TV-FISTA']
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as _dt
+import glob
+import io
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from idm_imaging.benchmark.baselines import DDNM, DPS, DiffusionPrior, PseudoInverse, TVFista, VarNet, train_varnet
+
+__all__ = ["BenchmarkConfig", "run", "main"]
+
+_REPO = Path(__file__).resolve().parents[2]
+CS_MODELS = {0.1: "cs-0.1", 0.3: "cs-0.3", 0.5: "cs-0.5"}
+MRI_MODELS = {4: "mri-4x", 8: "mri-8x"}
+PRIOR_NAME = "prior-gray"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Every setting of a run (all recorded in the results file).
+
+    ``n_*``: how many images of each set (None: all, in sorted file order); ``crop``: centre crop to at most
+    ``crop x crop`` (None: whole images); ``models``: name -> folder overrides (default: the embedded names);
+    ``prior``: name or folder of the diffusion prior; ``varnet_budget_s``: VarNet training time per
+    acceleration (None: the IDM model's recorded training time when found, else ``varnet_default_budget_s``).
+    """
+
+    quick: bool = False
+    ratios: tuple = (0.1, 0.3, 0.5)
+    accelerations: tuple = (4, 8)
+    natural_sets: tuple = ("Set11", "BSD68")
+    n_natural: int | None = None
+    n_mri: int | None = None
+    crop: int | None = None
+    diffusion_steps: int = 100
+    tv_iterations: int = 200
+    gen_ratios: dict = field(default_factory=lambda: {0.1: (0.3, 0.5), 0.3: (0.1, 0.5), 0.5: (0.1, 0.3)})
+    gen_masks: tuple = ("equispaced", "radial")
+    gen_cross_acceleration: bool = True
+    models: dict = field(default_factory=dict)
+    prior: str = PRIOR_NAME
+    varnet: bool = True
+    varnet_budget_s: float | None = None
+    varnet_default_budget_s: float = 1800.0
+    varnet_cascades: int = 8
+    varnet_features: tuple = (16, 16, 32, 64, 128, 16)
+    varnet_patch: int = 128
+    varnet_train: tuple = ("mri/train/SIAT_T2_brain_complex/lsq0[0-9][0-9].npy",
+                           "mri/train/SIAT_T2_brain_complex/lsq1[01][0-9].npy",
+                           "mri/train/SIAT_T2_brain_complex/lsq120.npy",
+                           "mri/train/figshare_T1CE_brain/*.jpg",
+                           "mri/train/cardiac_DeepADMMNet/*.mat")
+    figure_methods_max: int = 8
+
+    @classmethod
+    def for_mode(cls, quick: bool, **overrides) -> "BenchmarkConfig":
+        """Full run (GPU) or the ``--quick`` CPU subset (minutes on 2 cores)."""
+        base = {}
+        if quick:
+            base = dict(quick=True, ratios=(0.1,), accelerations=(4,), natural_sets=("Set11",), n_natural=3, n_mri=3,
+                        crop=128, diffusion_steps=20, gen_ratios={0.1: (0.3,)}, gen_cross_acceleration=False,
+                        varnet_budget_s=30.0, varnet_cascades=4, varnet_features=(8, 8, 16, 32, 64, 8),
+                        varnet_patch=96)
+        base.update(overrides)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k in base:
+            if k not in names:
+                raise TypeError(f"{k}: not a benchmark setting; valid: {sorted(names)}")
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _hardware(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hw = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _center_crop(x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    if crop is None:
+        return x
+    h, w = x.shape[-2:]
+    ch, cw = min(crop, h), min(crop, w)
+    t, l = (h - ch) // 2, (w - cw) // 2
+    return x[..., t:t + ch, l:l + cw].contiguous()
+
+
+def _load_images(folder: Path, n: int | None, crop: int | None) -> list[tuple[str, torch.Tensor]]:
+    from idm_imaging.io import read_scan
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg"))
+    out = []
+    for f in files[:n] if n is not None else files:
+        img, _ = read_scan(f)
+        if img.ndim == 3:  # RGB -> paper-protocol luminance
+            from idm_imaging.metrics import rgb_to_y
+
+            img = rgb_to_y(img).float() if img.shape[0] == 3 or img.shape[-1] == 3 else img[0]
+        out.append((f.name, _center_crop(img.float()[None, None], crop)))
+    return out
+
+
+def _model_folder(name: str, cfg: BenchmarkConfig) -> tuple[Path | None, str | None]:
+    """Folder of a trained model (override or embedded name), or (None, reason)."""
+    from idm_imaging.models import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(cfg.models.get(name, name)), None
+    except ValueError as e:
+        return None, str(e)
+
+
+def _training_record(folder: Path) -> dict:
+    """Training seconds and data patterns recorded next to a model, when the training run left them."""
+    rec: dict = {}
+    cands = (folder / "model_card.json", folder / "final_state.json", folder.parent / "final_state.json",
+             folder / "config_resolved.json", folder.parent / "config_resolved.json", folder.parent / "config.json")
+    for cand in cands:
+        if not cand.is_file():
+            continue
+        try:
+            d = json.loads(cand.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(d, dict):
+            continue
+        for k in ("seconds", "train_seconds", "training_seconds"):
+            if isinstance(d.get(k), (int, float)) and "seconds" not in rec:
+                rec["seconds"] = float(d[k])
+        data = d.get("data")
+        if isinstance(data, dict) and isinstance(data.get("train"), list) and "train" not in rec:
+            rec["train"] = [str(p) for p in data["train"]]
+            rec["train_base"] = str(cand.parent)
+    return rec
+
+
+class _Recorder:
+    """Collects rows, skip notes and the figure's images."""
+
+    def __init__(self, device: torch.device, log: Callable[[str], None]):
+        self.device, self.log = device, log
+        self.rows: list[dict] = []
+        self.skipped: list[dict] = []
+        self.figure: dict[str, dict] = {}
+
+    def skip(self, table: str, what: str, reason: str) -> None:
+        self.skipped.append({"table": table, "what": what, "reason": reason})
+        self.log(f"skip [{table}] {what}: {reason}")
+
+    def evaluate(self, table: str, dataset: str, setting: str, method: str, fn: Callable, cases: list,
+                 kind: str, model: str = "", note: str = "") -> None:
+        """Run ``fn(y, op)`` on every ``(name, x, op)`` case; record mean PSNR/SSIM and seconds per image."""
+        from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
+
+        ps, ss, secs = [], [], []
+        for i, (name, x, op) in enumerate(cases):
+            xd = x.to(self.device)
+            op = op.to(self.device)
+            y = op.A(xd.to(torch.complex64) if op.is_complex else xd)
+            _sync(self.device)
+            t0 = time.perf_counter()
+            with torch.inference_mode(method != "DPS"):
+                out = fn(y, op)
+            _sync(self.device)
+            secs.append(time.perf_counter() - t0)
+            out = out.detach().cpu()
+            if out.is_complex():
+                out = out.abs()
+            if kind == "natural":
+                ps.append(psnr_y(out[0, 0], x[0, 0]))
+                ss.append(ssim_y(out[0, 0], x[0, 0]))
+            else:
+                m = fastmri_metrics(out[0, 0], x[0, 0])
+                ps.append(m["psnr"])
+                ss.append(m["ssim"])
+            if i == 0 and table == "main":
+                fig = self.figure.setdefault(f"{dataset} {setting}", {"target": x[0, 0].numpy(), "image": name,
+                                                                       "kind": kind, "methods": {}})
+                fig["methods"][method] = out[0, 0].float().numpy()
+        row = {"table": table, "dataset": dataset, "setting": setting, "method": method, "model": model,
+               "psnr": round(float(np.mean(ps)), 3), "ssim": round(float(np.mean(ss)), 4),
+               "seconds_per_image": round(float(np.mean(secs)), 4), "n_images": len(cases), "note": note}
+        self.rows.append(row)
+        self.log(f"[{table}] {dataset} {setting} {method}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} "
+                 f"{row['seconds_per_image']:.3f} s/img")
+
+
+def _load_idm(name: str, cfg: BenchmarkConfig, device: torch.device, rec: _Recorder, table: str, what: str):
+    from idm_imaging.models import IDM
+
+    folder, why = _model_folder(name, cfg)
+    if folder is None:
+        rec.skip(table, what, f"IDM model {name!r} not available ({why})")
+        return None, None
+    try:
+        model = IDM.from_pretrained(folder).to(device).eval()
+    except (ValueError, OSError) as e:
+        rec.skip(table, what, f"IDM model {name!r} failed to load: {e}")
+        return None, None
+    return model, folder
+
+
+def _idm_fn(model):
+    def fn(y, op):
+        return model(y, op)
+    return fn
+
+
+# ----------------------------------------------------------------------------------------- the run
+def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", device: str | torch.device = "cpu",
+        *, datasets_dir: str | os.PathLike | None = None, docs_dir: str | os.PathLike | None = None,
+        log: Callable[[str], None] | None = print, **settings) -> dict:
+    """Run the benchmark and write ``out_dir/benchmark[-quick].{json,csv}``, ``docs_dir/benchmark.md`` and
+    ``docs_dir/benchmark_figure.png``.
+
+    Args:
+        quick: the CPU subset (3 Set11 images at 10%, 3 brain images at 4x, 128x128 centre crops, 20 DDNM/DPS
+            steps, 30 s of VarNet training) instead of the full table.
+        out_dir: folder of the results files.
+        device: torch device string ("cpu", "cuda", "cuda:0").
+        datasets_dir: the shared datasets folder (default ``<repo>/../shared/datasets``, or ``$IDM_DATASETS``).
+        docs_dir: folder of the Markdown table and figure (default ``<repo>/docs``).
+        log: progress printer (None: silent).
+        settings: overrides of :class:`BenchmarkConfig` fields.
+
+    Returns:
+        The results dict (also written as JSON): ``meta``, ``settings``, ``methods``, ``rows``, ``skipped``.
+    """
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick: expected a bool, got {type(quick).__name__}")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir: expected a path, got {type(out_dir).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: {device!r} is not a torch device ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    cfg = BenchmarkConfig.for_mode(quick, **settings)
+    data_root = Path(datasets_dir or os.environ.get("IDM_DATASETS") or (_REPO.parent / "shared" / "datasets"))
+    docs = Path(docs_dir) if docs_dir is not None else _REPO / "docs"
+    out = Path(out_dir)
+    logf = log or (lambda s: None)
+    rec = _Recorder(dev, logf)
+    torch.manual_seed(0)
+
+    # ---- shared methods
+    pinv, tv = PseudoInverse(), TVFista(iterations=cfg.tv_iterations)
+    methods: dict[str, dict] = {"pseudo-inverse": {"kind": "A^+ y (zero-filled for MRI)", **pinv.settings()},
+                                "TV-FISTA": tv.settings()}
+    prior = None
+    prior_folder, why = _model_folder(cfg.prior, cfg)
+    if prior_folder is None:
+        rec.skip("main", "DDNM, DPS", f"diffusion prior {cfg.prior!r} not available ({why})")
+    else:
+        try:
+            prior = DiffusionPrior.from_folder(prior_folder, name=str(cfg.prior)).to(dev)
+        except (ValueError, OSError) as e:
+            rec.skip("main", "DDNM, DPS", f"diffusion prior {cfg.prior!r} failed to load: {e}")
+    diffusion = []
+    if prior is not None:
+        ddnm = DDNM(prior, steps=cfg.diffusion_steps)
+        dps = DPS(prior, steps=cfg.diffusion_steps)
+        diffusion = [("DDNM", ddnm), ("DPS", dps)]
+        note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (--quick), published: 100"
+        methods["DDNM"] = {**ddnm.settings(), "note": note}
+        methods["DPS"] = {**dps.settings(), "note": note}
+    steps_note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (quick)"
+    idm_models: dict[str, str] = {}
+
+    # ---- natural images, block CS
+    for set_name in cfg.natural_sets:
+        folder = data_root / "natural" / "test" / set_name
+        if not folder.is_dir():
+            rec.skip("main", set_name, f"dataset folder {folder} not found")
+            continue
+        images = _load_images(folder, cfg.n_natural, cfg.crop)
+        for ratio in cfg.ratios:
+            setting = f"CS {round(ratio * 100)}%"
+            cases = [(n, x, BlockCS_for(ratio, x)) for n, x in images]
+            rec.evaluate("main", set_name, setting, "pseudo-inverse", pinv, cases, "natural")
+            rec.evaluate("main", set_name, setting, "TV-FISTA", tv, cases, "natural")
+            for mname, m in diffusion:
+                rec.evaluate("main", set_name, setting, mname, m, cases, "natural", model=prior.name, note=steps_note)
+            name = CS_MODELS.get(ratio)
+            model, mfolder = (None, None)
+            if name:
+                model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on {set_name} {setting}")
+            else:
+                rec.skip("main", f"IDM on {set_name} {setting}", f"no shipped model for ratio {ratio}")
+            if model is not None:
+                idm_models[name] = str(mfolder)
+                rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
+                for other in cfg.gen_ratios.get(ratio, ()):
+                    gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
+                    gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
+                    rec.evaluate("generalisation", set_name, gset, "IDM", _idm_fn(model), gcases, "natural", model=name)
+                del model
+
+    # ---- MRI
+    brain = data_root / "mri" / "test" / "BrainImages_test"
+    if not brain.is_dir():
+        rec.skip("main", "BrainImages_test", f"dataset folder {brain} not found")
+    else:
+        from idm_imaging.operators import SingleCoilFourier
+
+        images = _load_images(brain, cfg.n_mri, cfg.crop)
+
+        def mri_cases(kind: str, acc: float):
+            return [(n, x, SingleCoilFourier.from_mask_params(kind, tuple(x.shape[-2:]), acc, seed=i))
+                    for i, (n, x) in enumerate(images)]
+
+        for acc in cfg.accelerations:
+            setting = f"{acc}x random Cartesian"
+            cases = mri_cases("random", acc)
+            rec.evaluate("main", "BrainImages_test", setting, "zero-filled", pinv, cases, "mri")
+            rec.evaluate("main", "BrainImages_test", setting, "TV-FISTA", tv, cases, "mri")
+            for mname, m in diffusion:
+                rec.evaluate("main", "BrainImages_test", setting, mname, m, cases, "mri", model=prior.name,
+                             note=steps_note)
+            name = MRI_MODELS.get(acc, f"mri-{acc}x")
+            trained: list[tuple[str, Callable, str]] = []
+            model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on BrainImages_test {setting}")
+            record = _training_record(mfolder) if mfolder is not None else {}
+            if model is not None:
+                idm_models[name] = str(mfolder)
+                rec.evaluate("main", "BrainImages_test", setting, "IDM", _idm_fn(model), cases, "mri", model=name)
+                trained.append(("IDM", _idm_fn(model), name))
+            vn = _varnet_for(acc, cfg, data_root, record, dev, rec, methods, setting)
+            if vn is not None:
+                rec.evaluate("main", "BrainImages_test", setting, "VarNet", vn, cases, "mri",
+                             model=f"varnet-{acc}x", note=methods[f"VarNet {acc}x"]["note"])
+                trained.append(("VarNet", vn, f"varnet-{acc}x"))
+            gen = [(k, acc) for k in cfg.gen_masks]
+            if cfg.gen_cross_acceleration:
+                gen += [("random", a) for a in cfg.accelerations if a != acc]
+            for kind, a in gen:
+                gcases = mri_cases(kind, a)
+                gset = f"{a}x {kind} (trained {acc}x random)"
+                rec.evaluate("generalisation", "BrainImages_test", gset, "zero-filled", pinv, gcases, "mri",
+                             note="reference, no training")
+                for mname, fn, model_name in trained:
+                    rec.evaluate("generalisation", "BrainImages_test", gset, mname, fn, gcases, "mri",
+                                 model=model_name)
+            del model
+
+    import idm_imaging
+
+    results = {
+        "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
+                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "hardware": _hardware(dev), "quick": cfg.quick, "datasets_dir": str(data_root),
+                 "models": {"prior": str(prior_folder) if prior is not None else None, **idm_models}},
+        "settings": _jsonable(dataclasses.asdict(cfg)),
+        "methods": methods,
+        "rows": rec.rows,
+        "skipped": rec.skipped,
+    }
+    stem = "benchmark-quick" if cfg.quick else "benchmark"
+    _atomic_write(out / f"{stem}.json", json.dumps(results, indent=2).encode())
+    _atomic_write(out / f"{stem}.csv", _csv(rec.rows).encode())
+    _atomic_write(docs / "benchmark.md", _markdown(results, out / f"{stem}.json").encode())
+    fig = _figure(rec.figure, cfg.figure_methods_max)
+    if fig is not None:
+        _atomic_write(docs / "benchmark_figure.png", fig)
+    logf(f"wrote {out / (stem + '.json')}, {out / (stem + '.csv')}, {docs / 'benchmark.md'}"
+         + (f", {docs / 'benchmark_figure.png'}" if fig is not None else " (no figure: no rows)"))
+    return results
+
+
+def BlockCS_for(ratio: float, x: torch.Tensor):  # noqa: N802 (named after the operator it builds)
+    """The benchmark's block-CS operator for image ``x``: block 32, permuted, seed 0, cropping to its size."""
+    from idm_imaging.operators import BlockCS
+
+    return BlockCS(ratio, block_size=32, permute=True, seed=0, img_size=tuple(x.shape[-2:]))
+
+
+def _varnet_for(acc, cfg: BenchmarkConfig, data_root: Path, record: dict, dev, rec: _Recorder, methods: dict,
+                setting: str):
+    if not cfg.varnet:
+        rec.skip("main", f"VarNet {setting}", "disabled (varnet=False)")
+        return None
+    if record.get("train"):
+        base = Path(record["train_base"])
+        patterns = [p if os.path.isabs(p) else str((base / p).resolve()) for p in record["train"]]
+        source = "the IDM model's recorded training data"
+    else:
+        patterns = [str(data_root / p) for p in cfg.varnet_train]
+        source = "the benchmark's MRI training sets (IDM model's data record not found)"
+    if not any(glob.glob(p) for p in patterns):
+        rec.skip("main", f"VarNet {setting}", f"no MRI training data found ({patterns[:2]}...)")
+        return None
+    if cfg.varnet_budget_s is not None:
+        budget, bsrc = float(cfg.varnet_budget_s), "setting varnet_budget_s"
+    elif "seconds" in record:
+        budget, bsrc = float(record["seconds"]), "the IDM model's recorded training time"
+    else:
+        budget, bsrc = float(cfg.varnet_default_budget_s), "default (IDM training time not recorded)"
+    torch.manual_seed(0)
+    model = VarNet(num_cascades=cfg.varnet_cascades, features=cfg.varnet_features)
+    info = train_varnet(model, patterns, acc, time_budget_s=budget, patch_size=cfg.varnet_patch, device=dev,
+                        batch_size=4, log=rec.log)
+    note = f"trained {info['steps']} steps in {info['seconds']:.0f} s on {dev}"
+    if cfg.quick:
+        note += " (--quick budget)"
+    methods[f"VarNet {acc}x"] = {**model.settings(), **{k: v for k, v in info.items() if k != "train"},
+                                 "train_patterns": patterns, "data_source": source, "budget_source": bsrc,
+                                 "note": note}
+    model.eval()
+
+    def fn(y, op):
+        with torch.no_grad():
+            return model(y, op)
+    return fn
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+_CSV_FIELDS = ["table", "dataset", "setting", "method", "model", "psnr", "ssim", "seconds_per_image", "n_images",
+               "note"]
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in _CSV_FIELDS})
+    return buf.getvalue()
+
+
+def _table(rows: list[dict]) -> list[str]:
+    lines = ["| dataset | setting | method | model | PSNR (dB) | SSIM | s / image | images | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['setting']} | {r['method']} | {r['model'] or '-'} | {r['psnr']:.2f} | "
+                     f"{r['ssim']:.4f} | {r['seconds_per_image']:.3f} | {r['n_images']} | {r['note'] or ''} |")
+    return lines
+
+
+def _markdown(res: dict, results_path: Path) -> str:
+    meta, cfg = res["meta"], res["settings"]
+    hw = meta["hardware"]
+    main = [r for r in res["rows"] if r["table"] == "main"]
+    gen = [r for r in res["rows"] if r["table"] == "generalisation"]
+    out = ["# Benchmark: IDM against its peers", "",
+           "Generated by `python -m idm_imaging.benchmark" + (" --quick" if meta["quick"] else "") + "` "
+           "(do not edit by hand; rerun to regenerate).", "",
+           f"- package idm-imaging {meta['version']}, torch {meta['torch']}, date {meta['date']}",
+           f"- hardware: {hw.get('gpu') or hw['cpu']} (device `{hw['device']}`, {hw['torch_threads']} CPU threads)",
+           f"- results file: `{results_path.as_posix()}` (and `.csv`)",
+           f"- models: {json.dumps(meta['models'])}"]
+    if meta["quick"]:
+        out += ["", f"**Quick subset** (`--quick`): {cfg['n_natural']} Set11 images at "
+                f"{', '.join(f'{round(r * 100)}%' for r in cfg['ratios'])}, {cfg['n_mri']} brain images at "
+                f"{', '.join(f'{a}x' for a in cfg['accelerations'])}, centre crops of {cfg['crop']}x{cfg['crop']}, "
+                f"{cfg['diffusion_steps']} DDNM/DPS steps (published: 100), VarNet trained for "
+                f"{cfg['varnet_budget_s']:.0f} s. These numbers are a smoke test of the pipeline, not the benchmark; "
+                "the full table comes from a run without `--quick` (GPU)."]
+    out += ["", "Protocol: natural images by the paper protocol (Y channel, 0-255, PSNR peak 255, scikit-image SSIM "
+            "7x7 uniform window, reconstruction clipped to [0, 1]); MRI by the fastMRI protocol (magnitude, data range "
+            "= target max, per image, averaged). Block CS: block 32, global pixel permutation, seed 0. MRI masks: "
+            "`make_mask(kind, shape, R, seed=image index)`, centre fraction 0.32 / R. Seconds per image: "
+            "reconstruction only, wall clock.", "", "## Main table", ""]
+    out += _table(main) if main else ["(no rows: see skipped)"]
+    ratios = _speed_ratios(main)
+    if ratios:
+        out += ["", "Speed of IDM relative to the diffusion baselines (same prior backbone): "
+                + "; ".join(ratios) + " (target: >= 20x)."]
+    out += ["", "## Generalisation (settings the trained models were not trained for)", ""]
+    out += _table(gen) if gen else ["(no rows: no trained model available)"]
+    out += ["", "## Skipped", ""]
+    out += [f"- [{s['table']}] {s['what']}: {s['reason']}" for s in res["skipped"]] or ["(nothing)"]
+    out += ["", "## Method settings", ""]
+    for name, s in res["methods"].items():
+        out.append(f"- **{name}**: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in s.items()))
+    out += ["- **IDM**: the shipped models (`IDM.from_pretrained(name)`), T and weights as trained; no test-time "
+            "settings.", "", "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
+            "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
+            "`VariationalNetworkModel`); IDM (Chen et al., TPAMI 2025).", "",
+            "![every method on the same image, with error maps](benchmark_figure.png)", ""]
+    return "\n".join(out)
+
+
+def _speed_ratios(rows: list[dict]) -> list[str]:
+    out = []
+    by = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["setting"]), {})[r["method"]] = r["seconds_per_image"]
+    for (d, s), m in by.items():
+        if "IDM" in m and m["IDM"] > 0:
+            parts = [f"{k} {m[k] / m['IDM']:.1f}x" for k in ("DDNM", "DPS") if k in m]
+            if parts:
+                out.append(f"{d} {s}: " + ", ".join(parts))
+    return out
+
+
+def _figure(figs: dict, max_methods: int) -> bytes | None:
+    if not figs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncol = 1 + min(max_methods, max(len(f["methods"]) for f in figs.values()))
+    fig, axes = plt.subplots(2 * len(figs), ncol, figsize=(2.2 * ncol, 4.6 * len(figs)), squeeze=False)
+    from idm_imaging.metrics import fastmri_metrics, psnr_y
+
+    for k, (title, f) in enumerate(figs.items()):
+        tgt = f["target"]
+        ax_img, ax_err = axes[2 * k], axes[2 * k + 1]
+        ax_img[0].imshow(tgt, cmap="gray", vmin=0, vmax=1)
+        ax_img[0].set_title(f"{title}\n{f['image']} (target)", fontsize=7)
+        ax_err[0].axis("off")
+        ax_err[0].text(0.5, 0.5, "|error| maps\n(0 to 0.2)", ha="center", va="center", fontsize=8)
+        for j, (name, img) in enumerate(list(f["methods"].items())[: ncol - 1], start=1):
+            score = psnr_y(img, tgt) if f["kind"] == "natural" else fastmri_metrics(img, tgt)["psnr"]
+            ax_img[j].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax_img[j].set_title(f"{name}\n{score:.2f} dB", fontsize=7)
+            ax_err[j].imshow(np.abs(img - tgt), cmap="inferno", vmin=0, vmax=0.2)
+        for j in range(len(f["methods"]) + 1, ncol):
+            ax_img[j].axis("off")
+            ax_err[j].axis("off")
+        for ax in list(ax_img) + list(ax_err):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``python -m idm_imaging.benchmark [--quick] [--out DIR] [--device DEV] [--datasets DIR] [--docs DIR]``."""
+    ap = argparse.ArgumentParser(prog="idm-imaging benchmark", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CPU subset (minutes): 3 Set11 images at 10%%, 3 brain "
+                    "images at 4x, 128x128 crops, 20 DDNM/DPS steps")
+    ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON/CSV results")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    ap.add_argument("--docs", default=None, help="folder of benchmark.md and benchmark_figure.png (default docs/)")
+    ap.add_argument("--steps", type=int, default=None, help="DDNM/DPS steps (default 100; --quick 20)")
+    ap.add_argument("--varnet-budget", type=float, default=None, help="VarNet training seconds per acceleration")
+    ap.add_argument("--no-varnet", action="store_true", help="skip VarNet training and its rows")
+    a = ap.parse_args(argv)
+    overrides: dict = {}
+    if a.steps is not None:
+        overrides["diffusion_steps"] = a.steps
+    if a.varnet_budget is not None:
+        overrides["varnet_budget_s"] = a.varnet_budget
+    if a.no_varnet:
+        overrides["varnet"] = False
+    try:
+        run(quick=a.quick, out_dir=a.out, device=a.device, datasets_dir=a.datasets, docs_dir=a.docs, **overrides)
+    except (ValueError, TypeError) as e:
+        ap.exit(2, f"idm-imaging benchmark: error: {e}\n")
+    return 0

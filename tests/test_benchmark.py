@@ -1,0 +1,216 @@
+"""Benchmark baselines on known-answer cases, and the benchmark run on a tiny synthetic setup."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from idm_imaging.benchmark.baselines import DDNM, DPS, DiffusionPrior, PseudoInverse, TVFista, VarNet, train_varnet
+from idm_imaging.metrics import psnr
+from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
+
+
+def _phantom(n: int = 64) -> torch.Tensor:
+    """Piecewise-constant: background 0.1, a square 0.8, a disc 0.5, a bar 0.3."""
+    x = torch.full((1, 1, n, n), 0.1)
+    x[..., n // 8: n // 2, n // 8: n // 2] = 0.8
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    x[0, 0][((yy - 0.68 * n) ** 2 + (xx - 0.68 * n) ** 2) < (0.18 * n) ** 2] = 0.5
+    x[..., int(0.75 * n): int(0.85 * n), n // 8: n // 2] = 0.3
+    return x
+
+
+def _tiny_prior(cross: bool = True) -> DiffusionPrior:
+    import diffusers
+
+    torch.manual_seed(0)
+    if cross:
+        unet = diffusers.UNet2DConditionModel(
+            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 16),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8, cross_attention_dim=8,
+            attention_head_dim=4)
+    else:
+        unet = diffusers.UNet2DModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                                     block_out_channels=(16, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                     up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    return DiffusionPrior(unet, name="tiny-random")
+
+
+def test_pseudo_inverse_is_exact_at_full_sampling():
+    x = torch.rand(1, 1, 32, 32)
+    op = BlockCS(1.0, block_size=8)
+    assert torch.allclose(PseudoInverse()(op.A(x), op), x, atol=1e-5)
+
+
+def test_tv_fista_recovers_phantom_far_better_than_zero_filled():
+    x = _phantom(64)
+    op = SingleCoilFourier(make_mask("random", (64, 64), 4, seed=1))
+    y = op.A(x)
+    zf = psnr(PseudoInverse()(y, op).abs(), x, data_range=1.0)
+    tv = psnr(TVFista(lam=0.003, iterations=150)(y, op).abs(), x, data_range=1.0)
+    assert tv > zf + 8.0, (zf, tv)
+
+
+def test_tv_fista_block_cs_beats_pseudo_inverse():
+    x = _phantom(64)
+    op = BlockCS(0.3, block_size=16, seed=0)
+    y = op.A(x)
+    pinv = psnr(PseudoInverse()(y, op), x, data_range=1.0)
+    tv = psnr(TVFista(lam=0.003, iterations=150)(y, op), x, data_range=1.0)
+    assert tv > pinv + 8.0, (pinv, tv)
+
+
+@pytest.mark.parametrize("op", [BlockCS(1.0, block_size=8),
+                                SingleCoilFourier(torch.ones(32, 32, dtype=torch.bool))], ids=["cs-1.0", "mri-full"])
+def test_ddnm_with_identity_operator_returns_input(op):
+    x = torch.rand(1, 1, 32, 32)
+    out = DDNM(_tiny_prior(), steps=5)(op.A(x), op)
+    assert out.shape == x.shape and not out.is_complex()
+    assert torch.allclose(out, x, atol=1e-4), float((out - x).abs().max())
+
+
+def test_ddnm_output_is_consistent_with_measurements():
+    x = _phantom(32)
+    op = BlockCS(0.25, block_size=8, seed=2)
+    y = op.A(x)
+    out = DDNM(_tiny_prior(cross=False), steps=5)(y, op)
+    assert float((op.A(out) - y).norm() / y.norm()) < 1e-4
+
+
+def test_dps_reduces_data_consistency_residual():
+    x = _phantom(32)
+    op = BlockCS(0.25, block_size=8, seed=3)
+    y = op.A(x)
+    prior = _tiny_prior()
+    res = lambda out: float((op.A(out) - y).norm() / y.norm())  # noqa: E731
+    free = res(DPS(prior, steps=10, zeta=0.0, seed=0)(y, op))  # unconditional sampling, same noise
+    guided = res(DPS(prior, steps=10, zeta=1.0, seed=0)(y, op))
+    assert guided < 0.5 * free, (free, guided)
+
+
+def test_varnet_forward_and_training_step_reduces_loss(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        img = (np.clip(_phantom(32)[0, 0].numpy() + 0.05 * rng.standard_normal((32, 32)), 0, 1) * 255)
+        Image.fromarray(img.astype(np.uint8)).save(tmp_path / f"im{i}.png")
+    torch.manual_seed(0)
+    model = VarNet(num_cascades=2, features=(4, 4, 8, 8, 16, 4))
+    op = SingleCoilFourier(make_mask("random", (32, 32), 4, seed=0))
+    x = _phantom(32)
+    out = model(op.A(x), op)
+    assert out.shape == (1, 1, 32, 32) and not out.is_complex()
+    before = float(torch.nn.functional.l1_loss(model(op.A(x), op), x))
+    info = train_varnet(model, [str(tmp_path / "*.png")], 4, time_budget_s=60, max_steps=25, patch_size=32,
+                        batch_size=2, lr=3e-3)
+    after = float(torch.nn.functional.l1_loss(model(op.A(x), op), x))
+    assert info["steps"] == 25
+    assert after < before, (before, after)
+    assert train_varnet(model, [], 4, time_budget_s=10, enabled=False)["steps"] == 0
+
+
+def test_bad_inputs_are_rejected():
+    prior = _tiny_prior()
+    with pytest.raises(ValueError, match="lam"):
+        TVFista(lam=-1)
+    with pytest.raises(ValueError, match="steps"):
+        DDNM(prior, steps=0)
+    with pytest.raises(ValueError, match="eta"):
+        DDNM(prior, eta=1.5)
+    with pytest.raises(TypeError, match="prior"):
+        DPS("prior-gray")
+    with pytest.raises(TypeError, match="operator"):
+        PseudoInverse()(torch.zeros(1), object())
+    op = BlockCS(0.5, block_size=8)
+    with pytest.raises(ValueError, match="y"):
+        TVFista()(torch.full((1, 1, 32, 1, 1), float("nan")), op)
+
+
+# ----------------------------------------------------------------------------------------- the run
+def _write_png(path, arr):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """Synthetic datasets folder, a tiny random prior folder and tiny random IDM models (cs-0.1, mri-4x)."""
+    from diffusers import DDPMScheduler
+
+    from idm_imaging.models import IDM
+
+    root = tmp_path_factory.mktemp("bench")
+    ph = _phantom(64)[0, 0].numpy()
+    for i in range(2):
+        _write_png(root / "data/natural/test/Set11" / f"img{i}.png", np.roll(ph, 5 * i, axis=1))
+        _write_png(root / "data/mri/test/BrainImages_test" / f"brain{i}.png", ph * (0.6 + 0.2 * i))
+        _write_png(root / "data/mri/train" / f"train{i}.png", ph[::-1] * 0.9)
+    prior = _tiny_prior()
+    prior.unet.save_pretrained(str(root / "prior"), safe_serialization=True)
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(str(root / "prior" / "scheduler"))
+    torch.manual_seed(0)
+    IDM(T=1, task="cs").save_pretrained(str(root / "cs"), safe_serialization=True)
+    IDM(T=1, task="mri").save_pretrained(str(root / "mri"), safe_serialization=True)
+    return root
+
+
+def test_run_writes_tables_with_every_method(tiny_setup, tmp_path):
+    from idm_imaging.benchmark import run
+
+    root = tiny_setup
+    res = run(quick=True, out_dir=tmp_path / "results", docs_dir=tmp_path / "docs", datasets_dir=root / "data",
+              log=None, crop=None, n_natural=2, n_mri=2, diffusion_steps=2, tv_iterations=100,
+              models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, prior=str(root / "prior"),
+              varnet_budget_s=0.5, varnet_cascades=1, varnet_features=(4, 4, 8, 8, 16, 4), varnet_patch=32,
+              varnet_train=("mri/train/*.png",))
+    main = {(r["dataset"], r["method"]): r for r in res["rows"] if r["table"] == "main"}
+    assert set(main) == {("Set11", m) for m in ("pseudo-inverse", "TV-FISTA", "DDNM", "DPS", "IDM")} | {
+        ("BrainImages_test", m) for m in ("zero-filled", "TV-FISTA", "DDNM", "DPS", "IDM", "VarNet")}
+    # TV on a near piecewise-constant image beats the pseudo-inverse in both protocols
+    assert main[("Set11", "TV-FISTA")]["psnr"] > main[("Set11", "pseudo-inverse")]["psnr"] + 3
+    assert main[("BrainImages_test", "TV-FISTA")]["psnr"] > main[("BrainImages_test", "zero-filled")]["psnr"] + 3
+    assert all(r["n_images"] == 2 and r["seconds_per_image"] > 0 for r in res["rows"])
+    gen = {(r["setting"], r["method"]) for r in res["rows"] if r["table"] == "generalisation"}
+    assert ("CS 30% (trained 10%)", "IDM") in gen
+    assert {("4x equispaced (trained 4x random)", "IDM"), ("4x radial (trained 4x random)", "VarNet")} <= gen
+    # files: JSON equals the returned dict, CSV has one line per row, Markdown and a PNG figure
+    on_disk = json.loads((tmp_path / "results/benchmark-quick.json").read_text())
+    assert on_disk["rows"] == res["rows"] and on_disk["meta"]["version"] and on_disk["meta"]["hardware"]["cpu"]
+    with open(tmp_path / "results/benchmark-quick.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(res["rows"]) and float(rows[0]["psnr"]) == res["rows"][0]["psnr"]
+    md = (tmp_path / "docs/benchmark.md").read_text()
+    assert "## Main table" in md and "| Set11 | CS 10% | IDM |" in md and "Quick subset" in md
+    png = (tmp_path / "docs/benchmark_figure.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_skips_missing_models_and_datasets_with_reasons(tmp_path):
+    from idm_imaging.benchmark import run
+
+    res = run(quick=True, out_dir=tmp_path / "r", docs_dir=tmp_path / "d", datasets_dir=tmp_path / "nothing",
+              log=None, prior="no-such-prior", models={"cs-0.1": str(tmp_path / "missing")})
+    assert res["rows"] == []
+    reasons = " ".join(s["what"] + ": " + s["reason"] for s in res["skipped"])
+    assert "DDNM, DPS" in reasons and "no-such-prior" in reasons
+    assert "Set11" in reasons and "BrainImages_test" in reasons and "not found" in reasons
+    assert "(no rows" in (tmp_path / "d/benchmark.md").read_text()
+
+
+def test_run_rejects_bad_arguments(tmp_path):
+    from idm_imaging.benchmark import run
+
+    with pytest.raises(TypeError, match="quick"):
+        run(quick="yes", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="device"):
+        run(quick=True, out_dir=tmp_path, device="tpu:banana")
+    with pytest.raises(TypeError, match="no_such_setting"):
+        run(quick=True, out_dir=tmp_path, no_such_setting=1)
