@@ -1,0 +1,5 @@
+import sys
+
+from idm_imaging.training import main
+
+sys.exit(main())

@@ -1,0 +1,347 @@
+"""Run configuration: one TOML file fully describes a training run.
+
+Layout of a config file (every table and key optional unless marked)::
+
+    stage = "prior"            # required: "prior" (DDPM pre-training) or "finetune" (IDM, L1)
+    seed = 0
+    output_dir = "runs/prior-gray"   # relative paths resolve against the config file's folder
+
+    [data]
+    train = ["../../shared/datasets/natural/train/Train400/*.png"]   # globs or folders
+    patch_size = 64
+    batch_size = 8
+    num_workers = 2
+    augment = true             # the 8 flips/rotations
+    complex_mode = "auto"      # "auto" | "magnitude" | "complex"
+
+    [train]
+    steps = 1000
+    lr = 2e-4
+    schedule = "cosine"        # "constant" | "step" (halve every step_size) | "cosine"
+    ...
+
+    [prior]                    # stage "prior": the diffusers backbone (SD-1.x layout, our size)
+    [finetune]                 # stage "finetune": prior checkpoint, T, task + operator settings
+
+``load_config(path_or_dict)`` returns a validated :class:`RunConfig`; unknown keys or bad values raise a
+``ValueError`` that names the key (``"train.lr"``). ``RunConfig.to_dict()`` is the resolved, JSON-serialisable
+form that is saved next to every checkpoint.
+
+Example::
+
+    >>> cfg = load_config({"stage": "prior", "data": {"train": ["imgs/*.png"]}, "train": {"steps": 10}})
+    >>> cfg.train.steps, cfg.prior.block_out_channels
+    (10, [32, 64, 64, 64])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DataConfig",
+    "TrainConfig",
+    "PriorConfig",
+    "FinetuneConfig",
+    "RunConfig",
+    "load_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """Training data: files matched by ``train`` globs, random square patches of ``patch_size``."""
+
+    train: list[str] = field(default_factory=list)
+    patch_size: int = 64
+    batch_size: int = 8
+    num_workers: int = 2
+    augment: bool = True
+    # "auto": keep complex for the MRI task, magnitude otherwise; "magnitude" | "complex" force it.
+    complex_mode: str = "auto"
+
+    def validate(self) -> None:
+        _check(isinstance(self.train, list) and self.train and all(isinstance(p, str) for p in self.train),
+               "data.train", "a non-empty list of glob patterns or folders")
+        _check(self.patch_size >= 8 and self.patch_size % 8 == 0, "data.patch_size", "a multiple of 8, >= 8")
+        _check(self.batch_size >= 1, "data.batch_size", ">= 1")
+        _check(self.num_workers >= 0, "data.num_workers", ">= 0")
+        _check(self.complex_mode in ("auto", "magnitude", "complex"), "data.complex_mode",
+               "'auto', 'magnitude' or 'complex'")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: Adam, LR schedule, precision, clipping, EMA, checkpoint cadence."""
+
+    steps: int = 1000
+    lr: float = 1e-4
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "step" | "cosine"
+    warmup_steps: int = 0
+    step_size: int = 1000  # "step": multiply the LR by step_gamma every step_size steps
+    step_gamma: float = 0.5
+    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA, off on CPU) | "bf16" | "no"
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.0  # 0 = no EMA; else diffusers EMAModel decay (e.g. 0.999)
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    compile: bool = False  # torch.compile the model (GPU runs)
+    max_seconds: float = 0.0  # wall-clock budget: stop (checkpoint + final model) once exceeded; 0 = off
+
+    def validate(self) -> None:
+        _check(self.steps >= 1, "train.steps", ">= 1")
+        _check(self.lr > 0, "train.lr", "> 0")
+        _check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "train.adam_betas",
+               "two numbers in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", ">= 0")
+        _check(self.schedule in ("constant", "step", "cosine"), "train.schedule", "'constant', 'step' or 'cosine'")
+        _check(0 <= self.warmup_steps < self.steps or self.warmup_steps == 0, "train.warmup_steps",
+               "in [0, steps)")
+        _check(self.step_size >= 1, "train.step_size", ">= 1")
+        _check(0 < self.step_gamma <= 1, "train.step_gamma", "in (0, 1]")
+        _check(self.mixed_precision in ("auto", "bf16", "no"), "train.mixed_precision", "'auto', 'bf16' or 'no'")
+        _check(self.grad_clip >= 0, "train.grad_clip", ">= 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "in [0, 1)")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", ">= 1")
+        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", ">= 1")
+        _check(self.log_every >= 1, "train.log_every", ">= 1")
+        _check(self.max_seconds >= 0, "train.max_seconds", ">= 0 (0 = no time budget)")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
+               "'auto', 'cpu' or 'cuda[:N]'")
+
+
+@dataclass
+class PriorConfig:
+    """Stage (a): DDPM noise prediction for a diffusers UNet of our own size.
+
+    The grayscale patch ``(B, 1, P, P)`` in [0, 1] is mapped to [-1, 1] and pixel-unshuffled by 2 to
+    ``(B, 4, P/2, P/2)``, as IDM feeds Stable Diffusion's 4-channel UNet. ``unet_class`` picks the diffusers
+    class: ``UNet2DConditionModel`` (SD-1.x layout; an unconditional model gets zero ``encoder_hidden_states``
+    of shape ``(B, 1, cross_attention_dim)``) or ``UNet2DModel``. ``unet`` holds extra keyword arguments for
+    that class (validated against its signature).
+    """
+
+    unet_class: str = "UNet2DConditionModel"
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
+    down_block_types: list[str] = field(
+        default_factory=lambda: ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+    up_block_types: list[str] = field(
+        default_factory=lambda: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"])
+    layers_per_block: int = 1
+    cross_attention_dim: int = 32
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    signed_range: bool = True  # train on 2 x - 1 in [-1, 1] (DDPM convention); False: on x in [0, 1]
+    unshuffle: int = 2  # pixel-unshuffle factor: 1 x H x W -> unshuffle^2 x H/u x W/u
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"  # "linear" | "scaled_linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    unet: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _check(self.unet_class in ("UNet2DConditionModel", "UNet2DModel"), "prior.unet_class",
+               "'UNet2DConditionModel' or 'UNet2DModel'")
+        n = len(self.block_out_channels)
+        _check(n >= 1 and all(isinstance(c, int) and c > 0 for c in self.block_out_channels),
+               "prior.block_out_channels", "a list of positive ints")
+        _check(len(self.down_block_types) == n, "prior.down_block_types", f"{n} entries (one per block)")
+        _check(len(self.up_block_types) == n, "prior.up_block_types", f"{n} entries (one per block)")
+        _check(all(c % self.norm_num_groups == 0 for c in self.block_out_channels), "prior.norm_num_groups",
+               "a divisor of every block_out_channels entry")
+        _check(self.layers_per_block >= 1, "prior.layers_per_block", ">= 1")
+        _check(self.unshuffle in (1, 2, 4), "prior.unshuffle", "1, 2 or 4")
+        _check(self.num_train_timesteps >= 2, "prior.num_train_timesteps", ">= 2")
+        _check(self.beta_schedule in ("linear", "scaled_linear"), "prior.beta_schedule",
+               "'linear' or 'scaled_linear'")
+        _check(0 < self.beta_start < self.beta_end < 1, "prior.beta_start", "0 < beta_start < beta_end < 1")
+        _check(isinstance(self.unet, dict), "prior.unet", "a table")
+        import inspect
+
+        import diffusers
+
+        params = inspect.signature(getattr(diffusers, self.unet_class).__init__).parameters
+        for k in self.unet:
+            _check(k in params, f"prior.unet.{k}", f"a keyword argument of diffusers.{self.unet_class}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage (b): IDM end-to-end fine-tuning with L1 on the output for one task.
+
+    ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``) given to
+    ``IDM.from_diffusers``. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed=operator_seed)``, one
+    fixed matrix as in the paper. ``task = "mri"``: ``SingleCoilFourier(make_mask("random", (P, P),
+    acceleration, center_fraction, seed))`` with a fresh mask seed per step when ``fresh_mask_per_step``.
+    """
+
+    prior: str = ""
+    T: int = 3
+    task: str = "cs"
+    reversible: bool = True
+    idm: dict = field(default_factory=dict)  # extra keyword arguments for IDM.from_diffusers
+    ratio: float = 0.1
+    block_size: int = 32
+    permute: bool = True
+    operator_seed: int = 0
+    acceleration: float = 4.0
+    center_fraction: float = 0.08
+    fresh_mask_per_step: bool = True
+    noise_sigma: float = 0.0  # measurement noise std during training
+
+    def validate(self) -> None:
+        _check(isinstance(self.prior, str) and self.prior != "", "finetune.prior",
+               "a path to a diffusers UNet folder")
+        _check(self.T >= 1, "finetune.T", ">= 1")
+        _check(self.task in ("cs", "mri"), "finetune.task", "'cs' or 'mri'")
+        _check(0 < self.ratio <= 1, "finetune.ratio", "in (0, 1]")
+        _check(self.block_size >= 1, "finetune.block_size", ">= 1")
+        _check(self.acceleration >= 1, "finetune.acceleration", ">= 1")
+        _check(0 < self.center_fraction < 1, "finetune.center_fraction", "in (0, 1)")
+        _check(self.noise_sigma >= 0, "finetune.noise_sigma", ">= 0")
+        _check(isinstance(self.idm, dict), "finetune.idm", "a table")
+
+
+@dataclass
+class RunConfig:
+    """A whole run. ``config_dir`` (not a TOML key) is where relative paths resolve."""
+
+    stage: str = "prior"
+    seed: int = 0
+    output_dir: str = "runs/run"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    finetune: FinetuneConfig | None = None
+    config_dir: str = "."
+
+    def validate(self) -> None:
+        _check(self.stage in ("prior", "finetune"), "stage", "'prior' or 'finetune'")
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0")
+        _check(isinstance(self.output_dir, str) and self.output_dir != "", "output_dir", "a path")
+        self.data.validate()
+        self.train.validate()
+        if self.stage == "prior":
+            self.prior.validate()
+        else:
+            _check(self.finetune is not None, "finetune", "a [finetune] table for stage 'finetune'")
+            self.finetune.validate()
+
+    def resolve(self, path: str) -> Path:
+        """Expand ``~``/``$VARS`` and resolve a relative path against the config file's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(path)))
+        return p if p.is_absolute() else (Path(self.config_dir) / p).resolve()
+
+    @property
+    def output_path(self) -> Path:
+        return self.resolve(self.output_dir)
+
+    def to_dict(self) -> dict:
+        """Resolved, JSON-serialisable form (paths made absolute); ``load_config`` accepts it back."""
+        d = dataclasses.asdict(self)
+        d.pop("config_dir")
+        d["output_dir"] = str(self.output_path)
+        d["data"]["train"] = [str(self.resolve(p)) for p in self.data.train]
+        if self.finetune is not None:
+            d["finetune"]["prior"] = str(self.resolve(self.finetune.prior))
+        else:
+            d.pop("finetune")
+        if self.stage == "finetune":
+            d.pop("prior")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ValueError(f"config key {key!r} must be {what}")
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "prior": PriorConfig, "finetune": FinetuneConfig}
+
+
+def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
+    """Check ``value`` against the field's type (taken from its annotation); ints are accepted for floats."""
+    ann = annotation.replace(" ", "")
+    if ann.startswith("bool"):
+        ok = isinstance(value, bool)
+    elif ann.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif ann.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif ann.startswith("str"):
+        ok = isinstance(value, str)
+    elif ann.startswith("list"):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    elif ann.startswith("dict"):
+        ok = isinstance(value, dict)
+    else:  # pragma: no cover - every field has one of the types above
+        ok = True
+    if not ok:
+        raise ValueError(f"config key {key!r} has the wrong type: expected {annotation}, got {type(value).__name__}")
+    return value
+
+
+def _build(cls, table: Any, prefix: str):
+    if not isinstance(table, dict):
+        raise ValueError(f"config key {prefix!r} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if k not in fields or k == "config_dir":
+            raise ValueError(f"unknown config key {key!r}")
+        if k in _SECTIONS and cls is RunConfig:
+            kwargs[k] = _build(_SECTIONS[k], v, k)
+        else:
+            kwargs[k] = _coerce(key, v, fields[k].default, str(fields[k].type))
+    return cls(**kwargs)
+
+
+def load_config(source: str | os.PathLike | dict | RunConfig) -> RunConfig:
+    """Read and validate a run config.
+
+    Args:
+        source: a path to a ``.toml`` (or ``.json``, e.g. a saved ``train_config.json``) file, a dict with the
+            same structure, or a ``RunConfig`` (validated and returned).
+
+    Raises:
+        ValueError: unknown key, wrong type or bad value; the message names the key (``"train.lr"``).
+        FileNotFoundError: the file does not exist.
+    """
+    if isinstance(source, RunConfig):
+        source.validate()
+        return source
+    config_dir = Path.cwd()
+    if isinstance(source, dict):
+        table = dict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            table = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {e}") from e
+        config_dir = path.resolve().parent
+    else:
+        raise TypeError(f"config must be a path, dict or RunConfig, got {type(source).__name__}")
+    cfg = _build(RunConfig, table, "")
+    cfg.config_dir = str(config_dir)
+    cfg.validate()
+    return cfg

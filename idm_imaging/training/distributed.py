@@ -1,0 +1,71 @@
+"""torch.distributed set-up from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+
+Single process when ``WORLD_SIZE`` is unset or 1. Backend: NCCL on CUDA, gloo on CPU. Multi-node runs need
+``output_dir`` on a filesystem every node sees (each rank writes its RNG state into the checkpoint folder).
+
+Example (2 CPU processes)::
+
+    torchrun --nproc_per_node 2 -m idm_imaging.training configs/tiny-prior.toml
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "resolve_device"]
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """``"auto"``: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{info.local_rank}"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("config key 'train.device' asks for CUDA but no CUDA device is available")
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes (no-op for a single process or an existing group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, init_method="env://")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+
+
+def cleanup_distributed(info: DistInfo) -> None:
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,115 @@
+"""Stage (b): IDM end-to-end fine-tuning with an L1 loss on the output, for one task.
+
+For a clean patch ``x`` (B, 1, P, P): ``y = A x (+ sigma n)``, ``x_hat = IDM(y, A)``, ``L = mean |x_hat - x|``
+(complex images: L1 over the real and imaginary parts, ``view_as_real``).
+
+- ``task = "cs"``: ``A = BlockCS(ratio, block_size, permute, seed=operator_seed, img_size=(P, P))``: one fixed
+  matrix for the whole run, as in the paper; luminance patches in [0, 1] (complex data -> magnitude).
+- ``task = "mri"``: ``A = SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``;
+  with ``fresh_mask_per_step`` the mask seed is drawn from the step's generator (better generalisation to
+  unseen masks), else ``operator_seed``. Complex data stay complex; magnitude data enter as real-valued complex.
+
+The model is ``IDM.from_diffusers(prior, T=T, task=task, **idm)`` with ``model.reversible`` from the config and
+is saved with ``IDM.save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from idm_imaging.training.config import RunConfig
+
+__all__ = ["FinetuneStage"]
+
+
+def load_prior(folder: Path) -> tuple[torch.nn.Module, dict | None]:
+    """The diffusers UNet saved in ``folder`` (class from its ``config.json``) and the DDPM schedule of
+    ``folder/scheduler`` (None when absent), which initialises IDM's learned alphas."""
+    import diffusers
+
+    cfg_file = Path(folder) / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"config key 'finetune.prior': {folder} has no config.json (not a diffusers UNet folder)")
+    name = json.loads(cfg_file.read_text(encoding="utf-8")).get("_class_name")
+    if name not in ("UNet2DConditionModel", "UNet2DModel"):
+        raise ValueError(f"config key 'finetune.prior': {folder} holds a {name!r}, not a diffusers UNet")
+    unet = getattr(diffusers, name).from_pretrained(str(folder), use_safetensors=True)
+    schedule = None
+    sched_file = Path(folder) / "scheduler" / "scheduler_config.json"
+    if sched_file.is_file():
+        s = json.loads(sched_file.read_text(encoding="utf-8"))
+        schedule = {k: s[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                                      "steps_offset") if k in s}
+    return unet, schedule
+
+
+class FinetuneStage:
+    """L1 fine-tuning of an IDM built from a prior UNet folder (see the module docstring)."""
+
+    name = "finetune"
+
+    def __init__(self, cfg: RunConfig):
+        from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask  # noqa: F401  (fail early)
+
+        self.cfg = cfg
+        self.fc = cfg.finetune
+        self.prior_path = cfg.resolve(self.fc.prior)
+        if not self.prior_path.is_dir():
+            raise ValueError(f"config key 'finetune.prior': {self.prior_path} is not a diffusers UNet folder")
+        mode = cfg.data.complex_mode
+        self.complex_mode = ("complex" if self.fc.task == "mri" else "magnitude") if mode == "auto" else mode
+        if self.fc.task == "cs" and self.complex_mode == "complex":
+            raise ValueError("config key 'data.complex_mode': block CS works on real images; use 'magnitude'")
+        self._fixed_op = None
+
+    def build_model(self) -> torch.nn.Module:
+        from idm_imaging.models import IDM
+
+        unet, schedule = load_prior(self.prior_path)
+        kwargs = dict(self.fc.idm)
+        if schedule is not None:
+            kwargs.setdefault("schedule", schedule)
+        model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, **kwargs)
+        model.reversible = self.fc.reversible
+        return model
+
+    def operator(self, gen: torch.Generator):
+        """The step's operator (CS: one fixed matrix; MRI: a fresh random mask per step when configured)."""
+        from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
+
+        p = self.cfg.data.patch_size
+        if self.fc.task == "cs":
+            if self._fixed_op is None:
+                self._fixed_op = BlockCS(self.fc.ratio, block_size=self.fc.block_size, permute=self.fc.permute,
+                                         seed=self.fc.operator_seed, img_size=(p, p))
+            return self._fixed_op
+        if self.fc.fresh_mask_per_step:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        else:
+            seed = self.fc.operator_seed
+        if self._fixed_op is not None and not self.fc.fresh_mask_per_step:
+            return self._fixed_op
+        mask = make_mask("random", (p, p), self.fc.acceleration, self.fc.center_fraction, seed)
+        op = SingleCoilFourier(mask)
+        if not self.fc.fresh_mask_per_step:
+            self._fixed_op = op
+        return op
+
+    def loss(self, model, x: torch.Tensor, gen: torch.Generator, step: int) -> torch.Tensor:
+        """``x``: (B, 1, P, P) float32 (CS) or complex64 (MRI)."""
+        op = self.operator(gen).to(x.device)
+        if self.fc.noise_sigma > 0:
+            y = op.measure(x, sigma=self.fc.noise_sigma, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        else:
+            y = op.A(x)
+        x_hat = model(y, op)
+        if torch.is_complex(x_hat) or torch.is_complex(x):
+            return F.l1_loss(torch.view_as_real(x_hat.to(torch.complex64)), torch.view_as_real(x.to(torch.complex64)))
+        return F.l1_loss(x_hat.float(), x.float())
+
+    def save_model(self, model: torch.nn.Module, folder) -> None:
+        model.save_pretrained(str(folder), safe_serialization=True)

@@ -1,0 +1,337 @@
+"""One training loop for both stages: DDP, Adam + LR schedule, bf16 autocast, clipping, EMA, exact resume.
+
+Output folder layout::
+
+    <output_dir>/train_config.json       resolved config of the run
+    <output_dir>/log.csv                 step, loss, lr, seconds (rank 0; loss averaged over ranks)
+    <output_dir>/checkpoints/step-N/     see idm_imaging.training.checkpoint (atomic, safetensors + JSON)
+    <output_dir>/model/                  final weights, save_pretrained (EMA weights when EMA is on)
+    <output_dir>/final_state.json        steps, world size, per-rank sha256 of the final weights
+
+Determinism: a step's randomness (noise, timesteps, MRI masks) comes from a CPU ``torch.Generator`` seeded by
+``(seed, rank, step)``; a patch's from ``(seed, epoch, index)``; the epoch order from ``DistributedSampler``
+seeded by ``seed``. A resumed run therefore replays exactly the batches and noise an uninterrupted run sees,
+and the checkpoint restores weights, Adam moments, LR schedule, EMA and the global RNG states.
+
+Example::
+
+    >>> from idm_imaging.training import train
+    >>> out = train("configs/tiny-prior.toml")            # doctest: +SKIP
+    >>> out = train("configs/tiny-prior.toml", resume=True)  # continues from out/checkpoints/latest  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from idm_imaging.training import checkpoint as ckpt
+from idm_imaging.training.config import RunConfig, TrainConfig, load_config
+from idm_imaging.training.data import PatchDataset, batches_per_epoch, make_loader
+from idm_imaging.training.distributed import (DistInfo, barrier, cleanup_distributed, init_distributed,
+                                              resolve_device)
+
+__all__ = ["train", "make_stage", "make_lr_scheduler", "weights_sha256"]
+
+
+def make_stage(cfg: RunConfig):
+    """The stage object (``PriorStage`` or ``FinetuneStage``) for ``cfg.stage``."""
+    if cfg.stage == "prior":
+        from idm_imaging.training.prior import PriorStage
+
+        return PriorStage(cfg)
+    from idm_imaging.training.finetune import FinetuneStage
+
+    return FinetuneStage(cfg)
+
+
+def make_lr_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then constant, step decay (x step_gamma every step_size steps) or cosine to 0."""
+    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    if tc.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(opt, tc.warmup_steps, tc.steps)
+    if tc.schedule == "constant":
+        return get_constant_schedule_with_warmup(opt, tc.warmup_steps)
+    w, size, gamma = tc.warmup_steps, tc.step_size, tc.step_gamma
+
+    def step_decay(s: int) -> float:
+        return (s + 1) / w if s < w else gamma ** ((s - w) // size)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, step_decay)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the raw bytes of every state-dict tensor, in state-dict order."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence((seed, rank, step)).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+class _CsvLog:
+    """``log.csv`` with columns step, loss, lr, seconds; on resume rows past the checkpoint are dropped."""
+
+    FIELDS = ("step", "loss", "lr", "seconds")
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if resume_step > 0 and path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        ckpt.atomic_write_text(path, buf.getvalue())
+        self.f = open(path, "a", newline="", encoding="utf-8")
+        self.w = csv.writer(self.f)
+
+    def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        self.w.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{seconds:.2f}"])
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _save_checkpoint(out: Path, step: int, elapsed: float, cfg: RunConfig, stage, model, opt, sched, ema,
+                     info: DistInfo) -> None:
+    root = out / "checkpoints"
+    name = f"step-{step:08d}"
+    tmp = root / f".tmp-{name}"
+    if info.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        stage.save_model(model, tmp / "model")
+        state = {"step": step, "elapsed": elapsed, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None}
+        ckpt.save_state(state, tmp, "train_state")
+        (tmp / "train_config.json").write_text(cfg.to_json(), encoding="utf-8")
+    barrier(info)
+    ckpt.save_state(ckpt.rng_state(), tmp, f"rng-rank{info.rank}")
+    barrier(info)
+    if info.is_main:
+        final = root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        ckpt.atomic_write_text(root / "latest", name)
+        ckpt.prune_checkpoints(root, cfg.train.keep_checkpoints)
+    barrier(info)
+
+
+def train(config, resume: bool = False) -> Path:
+    """Run (or resume) the training run a config describes; return its output folder.
+
+    Args:
+        config: path to a TOML/JSON config, a dict, or a ``RunConfig`` (see ``idm_imaging.training.config``).
+        resume: continue from ``<output_dir>/checkpoints/latest`` (a fresh start when there is none).
+
+    Under torchrun (``WORLD_SIZE > 1``) every process calls this; the process group is created from the
+    environment (NCCL on CUDA, gloo on CPU) and destroyed at the end.
+
+    Raises:
+        ValueError: bad config (naming the key), no data, or ``output_dir`` already holds checkpoints and
+            ``resume`` is False.
+    """
+    cfg = load_config(config)
+    dev_name = cfg.train.device
+    dev_type = ("cuda" if torch.cuda.is_available() else "cpu") if dev_name == "auto" else dev_name.split(":")[0]
+    info = init_distributed(dev_type)
+    try:
+        device = resolve_device(dev_name, info)
+        return _run(cfg, info, device, resume)
+    finally:
+        cleanup_distributed(info)
+
+
+def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> Path:
+    tc = cfg.train
+    out = cfg.output_path
+    ck = ckpt.latest_checkpoint(out) if resume else None
+    if not resume and (out / "checkpoints" / "latest").exists():
+        raise ValueError(f"config key 'output_dir': {out} already holds checkpoints; resume or choose another folder")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(out / "train_config.json", cfg.to_json())
+    barrier(info)
+
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals (dark image regions, tiny grads) slow CPU kernels many-fold
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    stage = make_stage(cfg)
+    model = stage.build_model().to(device)
+    dataset = PatchDataset([str(cfg.resolve(p)) for p in cfg.data.train], cfg.data.patch_size, seed=cfg.seed,
+                           augment=cfg.data.augment, complex_mode=stage.complex_mode)
+    bpe = batches_per_epoch(dataset, cfg.data.batch_size, info.world_size)
+    if bpe == 0:
+        raise ValueError(f"config key 'data.batch_size' ({cfg.data.batch_size}) exceeds the {len(dataset)} slices "
+                         f"each of {info.world_size} rank(s) gets")
+
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    sched = make_lr_scheduler(opt, tc)
+    ema = None
+    if tc.ema_decay > 0:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.parameters(), decay=tc.ema_decay)
+
+    step, elapsed = 0, 0.0
+    if ck is not None:
+        ckpt.load_model_weights(model, ck / "model")
+        st = ckpt.load_state(ck, "train_state")
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if ema is not None:
+            if st["ema"] is None:
+                raise ValueError(f"checkpoint {ck} has no EMA state but config key 'train.ema_decay' enables EMA")
+            ema.load_state_dict(st["ema"])
+            ema.to(device)
+        step, elapsed = int(st["step"]), float(st["elapsed"])
+        rng_file = ck / f"rng-rank{info.rank}.json"
+        ckpt.set_rng_state(ckpt.load_state(ck, f"rng-rank{info.rank}" if rng_file.is_file() else "rng-rank0"))
+
+    net = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        net = torch.compile(net)
+    use_bf16 = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    log = _CsvLog(out / "log.csv", step) if info.is_main else None
+    tb = _tensorboard(out) if info.is_main else None
+    bar = None
+    if info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
+    t0 = time.perf_counter() - elapsed
+    # The running loss stays on the device: one host sync per log interval, not per step.
+    loss_sum, loss_n = torch.zeros((), dtype=torch.float64, device=device), 0
+    out_of_time = False
+    model.train()
+    try:
+        while step < tc.steps and not out_of_time:
+            epoch, b0 = divmod(step, bpe)
+            loader = make_loader(dataset, cfg.data.batch_size, epoch, cfg.seed, info.rank, info.world_size,
+                                 start_batch=b0, num_workers=cfg.data.num_workers)
+            for x in loader:
+                gen = torch.Generator().manual_seed(_step_seed(cfg.seed, info.rank, step))
+                x = x.to(device, non_blocking=True)
+                with autocast():
+                    loss = stage.loss(net, x, gen, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                lr_used = opt.param_groups[0]["lr"]
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.step(model.parameters())
+                step += 1
+                loss_sum += loss.detach()
+                loss_n += 1
+                if step % tc.log_every == 0 or step == tc.steps:
+                    mean = loss_sum / loss_n
+                    if info.enabled:
+                        torch.distributed.all_reduce(mean)
+                        mean /= info.world_size
+                    mean_value = mean.item()
+                    if not math.isfinite(mean_value):
+                        raise FloatingPointError(f"non-finite loss {mean_value} in the steps up to {step}")
+                    loss_sum, loss_n = torch.zeros_like(loss_sum), 0
+                    if info.is_main:
+                        log.write(step, mean_value, lr_used, time.perf_counter() - t0)
+                        if tb is not None:
+                            tb.add_scalar("loss", mean_value, step)
+                            tb.add_scalar("lr", lr_used, step)
+                        bar.set_postfix(loss=f"{mean_value:.4g}", lr=f"{lr_used:.2e}")
+                    out_of_time = _out_of_time(tc.max_seconds, time.perf_counter() - t0, info, device)
+                if bar is not None:
+                    bar.update(1)
+                if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
+                    _save_checkpoint(out, step, time.perf_counter() - t0, cfg, stage, model, opt, sched, ema, info)
+                if step >= tc.steps or out_of_time:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+        if tb is not None:
+            tb.close()
+
+    _finish(out, cfg, stage, model, ema, info, device, step, time.perf_counter() - t0)
+    return out
+
+
+def _out_of_time(max_seconds: float, elapsed: float, info: DistInfo, device) -> bool:
+    """True once the wall-clock budget is spent; every rank takes rank 0's decision so that all stop together."""
+    if max_seconds <= 0:
+        return False
+    flag = torch.tensor([float(elapsed > max_seconds)], device=device)
+    if info.enabled:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _finish(out: Path, cfg: RunConfig, stage, model, ema, info: DistInfo, device, step: int, seconds: float) -> None:
+    """Check every rank holds the same weights, then save ``model/`` (EMA weights when EMA is on)."""
+    digest = weights_sha256(model)
+    digests = [digest]
+    if info.enabled:
+        mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8, device=device)
+        gathered = [torch.empty_like(mine) for _ in range(info.world_size)]
+        torch.distributed.all_gather(gathered, mine)
+        digests = [bytes(g.cpu().tolist()).hex() for g in gathered]
+    if info.is_main:
+        if ema is not None:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+        tmp = out / ".tmp-model"
+        shutil.rmtree(tmp, ignore_errors=True)
+        stage.save_model(model, tmp)
+        shutil.rmtree(out / "model", ignore_errors=True)
+        os.replace(tmp, out / "model")
+        if ema is not None:
+            ema.restore(model.parameters())
+        state = {"steps": step, "seconds": round(seconds, 2), "world_size": info.world_size,
+                 "rank_weight_sha256": digests, "ranks_identical": len(set(digests)) == 1,
+                 "ema": ema is not None, "device": str(device)}
+        ckpt.atomic_write_text(out / "final_state.json", json.dumps(state, indent=2))
+    barrier(info)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP ranks ended with different weights: {digests}")

@@ -1,0 +1,284 @@
+"""Training pipeline: config validation, deterministic data, prior + finetune stages, exact resume, DDP."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from idm_imaging.training import PatchDataset, load_config, train
+from idm_imaging.training.data import augment8, make_loader
+from idm_imaging.training.loop import weights_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _tiny(kind: str = "prior") -> dict:
+    with open(REPO / "configs" / f"tiny-{kind}.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """Six smooth random grayscale PNGs of different sizes (one smaller than the patch)."""
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 48), (36, 36), (12, 20), (48, 40), (44, 52), (40, 40)]):
+        base = rng.random((h // 4 + 1, w // 4 + 1))
+        img = np.kron(base, np.ones((4, 4)))[:h, :w]  # blocky, so a denoiser has something to learn
+        Image.fromarray((img * 255).astype(np.uint8)).save(d / f"img{i}.png")
+    return d
+
+
+def _cfg(images: Path, out: Path, kind: str = "prior", **train_over) -> dict:
+    d = _tiny(kind)
+    d["data"]["train"] = [str(images / "*.png")]
+    d["output_dir"] = str(out)
+    d["train"].update(train_over)
+    return d
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # same reduction order as this process
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"bogus": 1}, "bogus"),
+    ({"data": {"bogus": 1}}, "data.bogus"),
+    ({"train": {"lr": -1.0}}, "train.lr"),
+    ({"train": {"steps": "ten"}}, "train.steps"),
+    ({"train": {"schedule": "linear"}}, "train.schedule"),
+    ({"prior": {"unet": {"not_an_arg": 3}}}, "prior.unet.not_an_arg"),
+    ({"prior": {"down_block_types": ["DownBlock2D"]}}, "prior.down_block_types"),
+    ({"stage": "finetune"}, "finetune"),
+    ({"stage": "finetune", "finetune": {"prior": "p", "task": "ct"}}, "finetune.task"),
+])
+def test_bad_config_names_key(images, tmp_path, patch, key):
+    d = _cfg(images, tmp_path / "out")
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k].update(v)
+        else:
+            d[k] = v
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        load_config(d)
+
+
+def test_config_toml_roundtrip(tmp_path):
+    cfg = load_config(REPO / "configs" / "prior-gray.toml")
+    assert cfg.stage == "prior" and cfg.prior.block_out_channels[:2] == [32, 64]
+    assert cfg.prior.down_block_types[0] == "DownBlock2D"  # no attention at the highest resolution
+    # the saved JSON form loads back to the same config
+    p = tmp_path / "c.json"
+    p.write_text(cfg.to_json())
+    assert load_config(p).to_dict() == cfg.to_dict()
+    for name in ("cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x"):
+        c = load_config(REPO / "configs" / f"{name}.toml")
+        assert c.stage == "finetune" and c.finetune.reversible
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_augment8_distinct():
+    x = np.arange(12.0).reshape(3, 4)
+    outs = [augment8(x, k) for k in range(8)]
+    keys = {(o.shape, o.tobytes()) for o in outs}
+    assert len(keys) == 8
+    for o in outs:  # each is a permutation of the pixels
+        assert sorted(o.ravel()) == sorted(x.ravel())
+
+
+def test_dataset_deterministic(images, tmp_path):
+    ds = PatchDataset([str(images / "*.png")], patch_size=16, seed=3)
+    assert len(ds) == 6
+    a = ds[(2, 0)]  # the 12x20 image: reflect-padded up to 16x16
+    assert a.shape == (1, 16, 16) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, PatchDataset([str(images)], 16, seed=3)[(2, 0)])  # a folder works like a glob
+    assert not torch.equal(ds[(0, 0)], ds[(0, 1)])  # new epoch, new crop/augmentation
+    assert not torch.equal(ds[(0, 0)], PatchDataset([str(images / "*.png")], 16, seed=4)[(0, 0)])
+    # same batches whatever the number of workers
+    b0 = torch.cat(list(make_loader(ds, 2, epoch=1, seed=3, num_workers=0)))
+    b2 = torch.cat(list(make_loader(ds, 2, epoch=1, seed=3, num_workers=2)))
+    assert torch.equal(b0, b2) and b0.shape == (6, 1, 16, 16)
+    # resuming mid-epoch replays the remaining batches
+    tail = torch.cat(list(make_loader(ds, 2, epoch=1, seed=3, start_batch=1, num_workers=0)))
+    assert torch.equal(tail, b0[2:])
+    # two DDP ranks get disjoint shards
+    r0 = list(make_loader(ds, 1, 0, 3, rank=0, world_size=2, num_workers=0).sampler)
+    r1 = list(make_loader(ds, 1, 0, 3, rank=1, world_size=2, num_workers=0).sampler)
+    assert {i for i, _ in r0}.isdisjoint({i for i, _ in r1}) and len(r0) == len(r1) == 3
+
+
+def test_dataset_complex_and_volumes(tmp_path):
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((24, 24)) + 1j * rng.standard_normal((24, 24))).astype(np.complex64) * 7
+    np.save(tmp_path / "z.npy", z)
+    vol = rng.random((3, 24, 24)).astype(np.float32) * 500
+    np.save(tmp_path / "vol.npy", vol)
+    ds = PatchDataset([str(tmp_path / "*.npy")], patch_size=24, seed=0, augment=False, complex_mode="complex")
+    assert len(ds) == 4  # 3 volume slices + 1 image
+    xs = [ds[i] for i in range(4)]
+    assert all(x.dtype == torch.complex64 for x in xs)
+    for x in xs:  # whole slice as the patch: max |x| = 1 after normalisation
+        assert math.isclose(float(x.abs().max()), 1.0, rel_tol=1e-6)
+    zi = [i for i, (f, _) in enumerate(ds.items) if ds.files[f].endswith("z.npy")][0]
+    np.testing.assert_allclose(ds[zi][0].numpy(), z / np.abs(z).max(), rtol=1e-5)
+    mag = PatchDataset([str(tmp_path / "z.npy")], 24, seed=0, augment=False, complex_mode="magnitude")[0]
+    assert mag.dtype == torch.float32
+    np.testing.assert_allclose(mag[0].numpy(), np.abs(z) / np.abs(z).max(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- prior stage
+
+
+def test_prior_trains_and_loads(images, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    out = train(_cfg(images, tmp_path / "run", steps=5, checkpoint_every=5))
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert all(math.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in rows)
+    unet = UNet2DConditionModel.from_pretrained(str(out / "model"), use_safetensors=True)
+    assert weights_sha256(unet) == json.loads((out / "final_state.json").read_text())["rank_weight_sha256"][0]
+    ck = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    assert json.loads((ck / "train_config.json").read_text())["train"]["steps"] == 5
+    assert json.loads((ck / "train_state.json").read_text())  # optimizer state, no pickle anywhere
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    torch.manual_seed(0)  # training changed the weights
+    fresh = UNet2DConditionModel.from_config(unet.config)
+    assert not torch.equal(fresh.conv_in.weight, unet.conv_in.weight)
+    with pytest.raises(ValueError, match="output_dir"):  # refuses to overwrite a run without resume
+        train(_cfg(images, tmp_path / "run", steps=5))
+
+
+def test_resume_after_kill_is_exact(images, tmp_path):
+    steps = 24
+    base = _cfg(images, tmp_path / "straight", steps=steps, checkpoint_every=4, ema_decay=0.9, schedule="step",
+                step_size=5)
+    straight = train(base)
+
+    killed = copy.deepcopy(base)
+    killed["output_dir"] = str(tmp_path / "killed")
+    cfg_path = tmp_path / "killed.json"
+    cfg_path.write_text(json.dumps(killed))
+    proc = subprocess.Popen([PY, "-m", "idm_imaging.training", str(cfg_path)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    t0 = time.time()
+    while not latest.exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.exists(), "the run ended before writing a checkpoint"
+    assert not (tmp_path / "killed" / "model").exists(), "the run finished before it was killed"
+    resumed_from = int(latest.read_text().split("-")[1])
+    assert 0 < resumed_from < steps
+
+    r = subprocess.run([PY, "-m", "idm_imaging.training", str(cfg_path), "--resume"], env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _weights(straight / "model"), _weights(tmp_path / "killed" / "model")  # EMA weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fa = json.loads((straight / "final_state.json").read_text())["rank_weight_sha256"]
+    fb = json.loads((tmp_path / "killed" / "final_state.json").read_text())["rank_weight_sha256"]
+    assert fa == fb  # raw (non-EMA) weights too
+    la = list(csv.DictReader(open(straight / "log.csv")))
+    lb = list(csv.DictReader(open(tmp_path / "killed" / "log.csv")))
+    assert [(x["step"], x["loss"], x["lr"]) for x in la] == [(x["step"], x["loss"], x["lr"]) for x in lb]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_identical(images, tmp_path):
+    cfg = _cfg(images, tmp_path / "ddp", steps=4, checkpoint_every=2)
+    cfg_path = tmp_path / "ddp.json"
+    cfg_path.write_text(json.dumps(cfg))
+    env = _env()
+    env["OMP_NUM_THREADS"] = "1"
+    torchrun = Path(PY).with_name("torchrun")
+    cmd = [str(torchrun)] if torchrun.exists() else [PY, "-m", "torch.distributed.run"]
+    r = subprocess.run(cmd + ["--standalone", "--nproc_per_node", "2", "-m", "idm_imaging.training",
+                              str(cfg_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = json.loads((tmp_path / "ddp" / "final_state.json").read_text())
+    assert state["world_size"] == 2
+    h0, h1 = state["rank_weight_sha256"]
+    assert h0 == h1 and state["ranks_identical"]
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(tmp_path / "ddp" / "model"), use_safetensors=True)
+    assert weights_sha256(unet) == h0
+    ck = tmp_path / "ddp" / "checkpoints" / "step-00000004"
+    assert (ck / "rng-rank0.json").is_file() and (ck / "rng-rank1.json").is_file()
+    # the two ranks drew different shards: a single-process run of the same config ends elsewhere
+    single = train(_cfg(images, tmp_path / "single", steps=4, checkpoint_every=2))
+    assert json.loads((single / "final_state.json").read_text())["rank_weight_sha256"][0] != h0
+
+
+# ---------------------------------------------------------------- finetune stage
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory) -> Path:
+    from idm_imaging.training.prior import PriorStage
+
+    d = tmp_path_factory.mktemp("prior")
+    cfg = load_config({**_tiny("prior"), "data": {**_tiny("prior")["data"], "patch_size": 32}})
+    stage = PriorStage(cfg)
+    torch.manual_seed(0)
+    stage.save_model(stage.build_model(), d / "model")
+    return d / "model"
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_finetune_l1_decreases(images, tmp_path, tiny_prior, task):
+    pytest.importorskip("idm_imaging.models", exc_type=ImportError)
+    pytest.importorskip("idm_imaging.operators", exc_type=ImportError)
+    from idm_imaging.models import IDM
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune")
+    d["finetune"]["prior"] = str(tiny_prior)
+    d["finetune"]["task"] = task
+    stage = FinetuneStage(load_config(d))
+    ds = PatchDataset([str(images / "*.png")], 32, seed=99, complex_mode=stage.complex_mode)
+    x = torch.stack([ds[(i, 5)] for i in range(len(ds))])  # held-out crops (another seed and epoch)
+
+    def l1(model) -> float:
+        with torch.no_grad():
+            return float(stage.loss(model.eval(), x, torch.Generator().manual_seed(7), step=0))
+
+    before = l1(stage.build_model())
+    out = train(d)
+    losses = [float(r["loss"]) for r in csv.DictReader(open(out / "log.csv"))]
+    assert len(losses) == d["train"]["steps"] and all(math.isfinite(v) for v in losses)
+    model = IDM.from_pretrained(out / "model")
+    assert model.reversible and model.config.task == task
+    after = l1(model)
+    assert after < 0.8 * before, (before, after)
