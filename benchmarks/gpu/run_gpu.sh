@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
   python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"; } \
   > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
-BENCH_S=${BENCH_S:-70}
+BENCH_S=${BENCH_S:-60}
 timeout $((BENCH_S + 40)) python3 benchmarks/gpu_bench.py --out "$OUT/gpu_bench.json" --budget-s "$BENCH_S" \
   --compile-need-s 100000 > "$OUT/gpu_bench.log" 2>&1
 echo "bench rc=$?"; tail -c 1500 "$OUT/gpu_bench.log"

@@ -217,12 +217,16 @@ class IDM(ModelMixin, ConfigMixin):
         a = self.alphas()
         t = self.T - 1 - k
         a_t = a[t]
-        a_prev = a[t - 1] if t > 0 else a.new_ones(())
         uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=partial(self._inject_project, ctx=ctx))
         eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         if self.projection:
             x0 = self._project(x0, ctx)
+        if t == 0:  # a_0 = 1: sqrt(a_0) x0 + sqrt(1 - a_0) eps is x0 itself (saves a fill and five kernels)
+            return x0
+        a_prev = a[t - 1]
+        if x0.dtype == eps.dtype:  # one fused multiply-add
+            return torch.addcmul(x0 * a_prev.sqrt(), eps, (1 - a_prev).sqrt())
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
     # ------------------------------------------------------------------ call

@@ -8,12 +8,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REGISTRY", "WEIGHTS_DIR", "resolve_checkpoint"]
+__all__ = ["REGISTRY", "WEIGHTS_DIR", "available_models", "resolve_checkpoint"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-#: name (e.g. "cs-0.1") -> folder name under WEIGHTS_DIR. Filled when trained models are shipped.
-REGISTRY: dict[str, str] = {}
+#: name -> folder name under WEIGHTS_DIR. "prior-gray" is a diffusers UNet folder (the diffusion prior, for
+#: IDM.from_diffusers and the DDNM/DPS baselines); the others are IDM checkpoints.
+REGISTRY: dict[str, str] = {name: name for name in ("prior-gray", "cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x")}
+
+
+def available_models() -> list[str]:
+    """Registered names whose weights are present in this installation."""
+    return [n for n, d in REGISTRY.items() if (WEIGHTS_DIR / d / "config.json").is_file()]
 
 
 def resolve_checkpoint(name_or_dir: str | os.PathLike) -> Path:

@@ -91,13 +91,54 @@ class Coupling(nn.Module):
         return self.body(x1, *sides, ctx=ctx)
 
     def forward(self, x1, x2, sides: Sequence[torch.Tensor] = (), ctx: Any = None):
-        v = self.v
-        return x2 * v + self.f(x1, sides, ctx) * (1 - v), x1
+        return _mix(x2, self.f(x1, sides, ctx), self.v), x1
 
     def inverse(self, y1, y2, sides: Sequence[torch.Tensor] = (), ctx: Any = None):
         """Rebuild ``(x1, x2)`` from ``(y1, y2)``."""
         v = self.v
         return y2, (y1 - self.f(y2, sides, ctx) * (1 - v)) / v
+
+
+def _lerp_promotes_0dim_weight() -> bool:
+    # newer torch accepts a 0-dim weight of another dtype (bf16 state, fp32 v); the check is device-independent
+    try:
+        torch.lerp(torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1, dtype=torch.bfloat16), torch.tensor(0.5))
+        return True
+    except RuntimeError:
+        return False
+
+
+_LERP_0DIM = _lerp_promotes_0dim_weight()
+
+
+def _mix(x2, f, v):
+    """``v x2 + (1 - v) f`` as one fused ``lerp`` kernel when the dtypes allow (also under autocast: bf16
+    state, fp32 ``v``), else the promoting two-product form (e.g. fp32 state, bf16 ``f``)."""
+    if x2.dtype == f.dtype and (v.dtype == x2.dtype or (_LERP_0DIM and v.dim() == 0)):
+        return torch.lerp(x2, f, 1 - v)
+    return x2 * v + f * (1 - v)
+
+
+def _add_grads(lst, items):
+    """``lst[i] += g`` for all ``(i, g)`` (``g`` may be None; an index may repeat). The sums with existing
+    entries are one ``_foreach_add`` (a few kernels on a GPU instead of one per tensor); out of place, because
+    autograd may hand out the same tensor for several inputs."""
+    old, new, where, pending = [], [], [], {}
+    for i, g in items:
+        if g is None:
+            continue
+        if i in pending:
+            new[pending[i]] = new[pending[i]] + g
+        elif lst[i] is None:
+            lst[i] = g
+        else:
+            pending[i] = len(old)
+            old.append(lst[i])
+            new.append(g)
+            where.append(i)
+    if old:
+        for i, s in zip(where, torch._foreach_add(old, new)):
+            lst[i] = s
 
 
 def _split_sides(couplings, sides):
@@ -138,38 +179,34 @@ class _ReversibleFunction(torch.autograd.Function):
             offsets.append(o)
             o += c.n_sides
 
-        def acc(lst, i, g):
-            if g is not None:
-                lst[i] = g if lst[i] is None else lst[i] + g
-
         with contextlib.ExitStack() as stack:
             _enter_autocast(stack, fctx.autocast)
             for k in range(len(seq.couplings) - 1, -1, -1):
                 c = seq.couplings[k]
                 v = c.v.detach()
+                w = 1 - v
                 bparams = c.body_params()
                 with torch.enable_grad():
                     x1 = y2.detach().requires_grad_(True)
                     s_in = [s.detach().requires_grad_(True) for s in side_list[k]]
                     f = c.f(x1, s_in, run_ctx)
                 with torch.no_grad():
-                    x2 = (y1 - f * (1 - v)) / v
+                    x2 = (y1 - f * w) / v
                     gv = (g1 * (x2 - f)).sum()
                     gx2 = g1 * v
-                    gf = (g1 * (1 - v)).to(f.dtype)
+                    gf = g1 * w
+                    if gf.dtype != f.dtype:
+                        gf = gf.to(f.dtype)
                 inputs = [x1, *s_in, *bparams]
                 grads = torch.autograd.grad(f, inputs, gf, allow_unused=True)
                 del f
                 gx1 = g2 if grads[0] is None else g2 + grads[0]
-                for j, g in enumerate(grads[1 : 1 + len(s_in)]):
-                    acc(side_grads, offsets[k] + j, g)
-                for p, g in zip(bparams, grads[1 + len(s_in) :]):
-                    i = index.get(id(p))
-                    if i is not None:
-                        acc(pgrads, i, g)
+                _add_grads(side_grads, [(offsets[k] + j, g) for j, g in enumerate(grads[1 : 1 + len(s_in)])])
+                items = [(index.get(id(p)), g) for p, g in zip(bparams, grads[1 + len(s_in) :])]
                 iv = index.get(id(c.v))
                 if iv is not None:
-                    acc(pgrads, iv, gv.to(c.v.dtype))
+                    items.append((iv, gv if gv.dtype == c.v.dtype else gv.to(c.v.dtype)))
+                _add_grads(pgrads, [(i, g) for i, g in items if i is not None])
                 y1, y2, g1, g2 = x1.detach(), x2, gx1, gx2
         return (None, None, None, g1, g2, *side_grads, *pgrads)
 

@@ -227,9 +227,11 @@ class ReversibleUNet(nn.Module):
             raise ValueError("backbone_config: resnet_time_scale_shift='scale_shift' needs a time embedding; use 'default'")
         if backbone_type == "UNet2DConditionModel" and cfg.get("resnet_time_scale_shift", "default") != "default":
             raise ValueError("backbone_config: resnet_time_scale_shift must be 'default'")
-        for m in unet.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0  # recomputation in backward must be deterministic
+        for parent in list(unet.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Dropout):
+                    # recomputation in backward must be deterministic: no dropout (Identity: no call at all)
+                    setattr(parent, name, nn.Identity())
         self.in_channels, self.out_channels = int(cfg.in_channels), int(cfg.out_channels)
         down_blocks, up_blocks, mid = list(unet.down_blocks), list(unet.up_blocks), None
         if backbone_type == "UNet2DConditionModel":

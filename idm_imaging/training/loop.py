@@ -197,7 +197,9 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         raise ValueError(f"config key 'data.batch_size' ({cfg.data.batch_size}) exceeds the {len(dataset)} slices "
                          f"each of {info.world_size} rank(s) gets")
 
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+    # Fused Adam on CUDA: one kernel per step instead of several per parameter (the small models are launch-bound).
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay,
+                           fused=device.type == "cuda")
     sched = make_lr_scheduler(opt, tc)
     ema = None
     if tc.ema_decay > 0:

@@ -1,0 +1,143 @@
+"""Evaluate the embedded models on the shared test sets and write their model cards.
+
+For each model: PSNR/SSIM of IDM next to the pseudo-inverse (CS: Set11 and BSD68, paper protocol, Y channel
+0-255; MRI: BrainImages_test and the held-out SIAT slices lsq121-lsq140, fastMRI protocol on magnitudes),
+then ``model_card.json`` and ``MODEL_CARD.md`` in the model's folder (training facts come from the
+``training.json`` packed beside the weights).
+
+    python benchmarks/eval_models.py [--models cs-0.1 mri-4x ...] [--limit N] [--datasets ../shared/datasets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = {
+    "cs": [("Set11", "natural/test/Set11/*"), ("BSD68", "natural/test/BSD68/*.png")],
+    "mri": [("BrainImages_test", "mri/test/BrainImages_test/*.png"),
+            ("SIAT_lsq121-140", "mri/train/SIAT_T2_brain_complex/lsq1[2-4]*.npy")],
+}
+
+
+def operator_for(model, shape, index):
+    """The model's own acquisition for one test image (seeded per image so every method sees the same y)."""
+    from idm_imaging.operators import BlockCS, SingleCoilFourier
+
+    oc = model.config.operator_config or {}
+    if model.config.task == "cs":
+        return BlockCS(oc.get("ratio", 0.1), oc.get("block_size", 32), permute=oc.get("permute", True),
+                       seed=oc.get("seed", 0), img_size=tuple(shape))
+    return SingleCoilFourier.from_mask_params("random", tuple(shape), oc.get("acceleration", 4),
+                                              center_fraction=oc.get("center_fraction"), seed=1000 + index)
+
+
+def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
+    from idm_imaging import IDM
+    from idm_imaging.io import read_scan
+    from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
+
+    model = IDM.from_pretrained(name).eval()
+    task = model.config.task
+    results = {}
+    for set_name, pattern in SETS[task]:
+        files = sorted(glob.glob(str(datasets / pattern)))
+        if task == "mri" and set_name.startswith("SIAT"):
+            files = [f for f in files if 121 <= int(Path(f).stem[3:]) <= 140]
+        files = files[:limit] if limit else files
+        if not files:
+            log(f"{name}: {set_name} skipped (no files under {datasets / pattern})")
+            continue
+        rows = {"pinv": [], "idm": []}
+        seconds = 0.0
+        for i, f in enumerate(files):
+            x, _ = read_scan(f)
+            if task == "mri":
+                x = x.to(torch.complex64)
+                x = x / x.abs().max()
+            op = operator_for(model, x.shape, i)
+            xb = x[None, None]
+            y = op.A(xb)
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                rec = model(y, op)
+                seconds += time.perf_counter() - t0
+            pinv = op.A_dagger(y)
+            for key, r in (("pinv", pinv), ("idm", rec)):
+                r = r[0, 0]
+                if task == "cs":
+                    rows[key].append((psnr_y(r.clamp(0, 1), x), ssim_y(r.clamp(0, 1), x)))
+                else:
+                    m = fastmri_metrics(r.abs(), x.abs())
+                    rows[key].append((m["psnr"], m["ssim"]))
+        results[set_name] = {
+            "images": len(files),
+            **{f"{k}_{m}": round(float(np.mean([r[j] for r in v])), 3)
+               for k, v in rows.items() for j, m in enumerate(("psnr", "ssim"))},
+            "idm_seconds_per_image": round(seconds / len(files), 3),
+        }
+        log(f"{name} {set_name}: {results[set_name]}")
+    return results
+
+
+def write_card(name: str, metrics: dict, hardware: str) -> None:
+    from idm_imaging.models.registry import resolve_checkpoint
+
+    folder = resolve_checkpoint(name)
+    info_file = folder / "training.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    cfg = json.loads((folder / "config.json").read_text())
+    card = {"name": name, "task": cfg.get("task"), "operator": cfg.get("operator_config"), "T": cfg.get("T"),
+            "backbone": cfg.get("backbone_type"), "training": info,
+            "train_seconds": info.get("seconds"), "data": {"train": info.get("data", [])},
+            "evaluation": {"date": time.strftime("%Y-%m-%d"), "hardware": hardware,
+                           "command": "python benchmarks/eval_models.py", "results": metrics}}
+    tmp = folder / "model_card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, folder / "model_card.json")
+    lines = [f"# {name}", "", f"Task: {card['task']}, operator settings: `{json.dumps(card['operator'])}`, "
+             f"T = {card['T']}, backbone {card['backbone']}.", "",
+             "## Training", "", "```", json.dumps(info, indent=2), "```", "",
+             f"## Evaluation ({card['evaluation']['date']}, {hardware}, `python benchmarks/eval_models.py`)", "",
+             "| set | images | pseudo-inverse PSNR / SSIM | IDM PSNR / SSIM | IDM s/image |", "|---|---|---|---|---|"]
+    for s, r in metrics.items():
+        lines.append(f"| {s} | {r['images']} | {r['pinv_psnr']:.2f} / {r['pinv_ssim']:.3f} | "
+                     f"{r['idm_psnr']:.2f} / {r['idm_ssim']:.3f} | {r['idm_seconds_per_image']:.2f} |")
+    tmp = folder / "MODEL_CARD.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, folder / "MODEL_CARD.md")
+
+
+def main(argv=None) -> int:
+    from idm_imaging.models.registry import REGISTRY
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=[n for n in REGISTRY if n != "prior-gray"])
+    ap.add_argument("--limit", type=int, default=None, help="at most N images per set")
+    ap.add_argument("--datasets", default=str(ROOT.parent / "shared" / "datasets"))
+    ap.add_argument("--no-cards", action="store_true", help="print only, do not write model cards")
+    args = ap.parse_args(argv)
+    datasets = Path(args.datasets)
+    if not datasets.is_dir():
+        print(f"datasets folder {datasets} not found: nothing to evaluate", file=sys.stderr)
+        return 2
+    hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
+    for name in args.models:
+        metrics = evaluate(name, datasets, args.limit)
+        if not args.no_cards:
+            write_card(name, metrics, hardware)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

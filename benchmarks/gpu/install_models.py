@@ -1,0 +1,67 @@
+"""Unpack the GPU run's models.tar into idm_imaging/weights/<name>/ (the embedded defaults).
+
+The prior is stored in float16 to keep the shipped weights small (it is cast back to float32 on load); each
+folder gets a ``training.json`` with the run's facts (steps, seconds, device, data, final loss).
+Usage: python benchmarks/gpu/install_models.py MODELS_TAR [--date YYYY-MM-DD] [--device "NVIDIA H200"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS = ROOT / "idm_imaging" / "weights"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("tar")
+    ap.add_argument("--date", default="")
+    ap.add_argument("--device", default="")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(args.tar) as tar:
+            tar.extractall(tmp, filter="data")
+        for run in sorted(Path(tmp).iterdir()):
+            name = run.name
+            state = json.loads((run / "final_state.json").read_text())
+            cfg = json.loads((run / "train_config.json").read_text())
+            with open(run / "log.csv") as f:
+                rows = list(csv.DictReader(f))
+            info = {"steps": state["steps"], "seconds": state["seconds"], "device": args.device or state["device"],
+                    "date": args.date, "stage": cfg["stage"], "data": [Path(p).parent.name for p in cfg["data"]["train"]],
+                    "patch_size": cfg["data"]["patch_size"], "batch_size": cfg["data"]["batch_size"],
+                    "lr": cfg["train"]["lr"], "schedule": cfg["train"]["schedule"],
+                    "final_loss": float(rows[-1]["loss"]) if rows else None,
+                    "config": f"configs/gpu/{name}.toml"}
+            dest = WEIGHTS / name
+            staging = WEIGHTS / f".{name}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(run / "model", staging)
+            if name == "prior-gray":
+                _to_fp16(staging)
+            (staging / "training.json").write_text(json.dumps(info, indent=2))
+            (staging / "log.csv").write_bytes((run / "log.csv").read_bytes())
+            shutil.rmtree(dest, ignore_errors=True)
+            staging.rename(dest)
+            print(name, info)
+    return 0
+
+
+def _to_fp16(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    for f in folder.rglob("*.safetensors"):
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in load_file(f).items()}
+        save_file(sd, f, metadata={"format": "pt"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
