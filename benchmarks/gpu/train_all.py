@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "gpu"), help="training output folder")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
-    out, runs = Path(args.out), Path(args.runs)
+    out, runs = Path(args.out).resolve(), Path(args.runs).resolve()  # configs resolve relative paths elsewhere
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}}

@@ -1,39 +1,57 @@
-"""The ``idm-imaging`` command line: one entry point, one sub-command per job."""
+"""The ``idm-imaging`` command line: one entry point, one sub-command per job.
+
+Each sub-command is a module with ``add_parser(sub)`` and ``run(args) -> int``. User errors (bad arguments,
+unreadable files: :class:`UserError`, ``ValueError``, ``TypeError``, ``FileNotFoundError``) print one line and exit
+with code 2, without a traceback.
+
+Example::
+
+    >>> from idm_imaging.cli import main
+    >>> main(["models", "list"])  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from idm_imaging.cli import demo
+from idm_imaging.cli import benchmark, demo, models, reconstruct, simulate, train
+from idm_imaging.cli._common import ArgumentParser, UserError
+
+__all__ = ["main", "build_parser", "UserError", "COMMANDS"]
+
+COMMANDS = {"demo": demo, "reconstruct": reconstruct, "simulate": simulate, "train": train,
+            "benchmark": benchmark, "models": models}
 
 
-class UserError(Exception):
-    """A bad argument or file: printed as one line, exit code 2, no traceback."""
-
-
-COMMANDS = {"demo": demo}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="idm-imaging",
         description="Reconstruct images from compressed-sensing measurements with Invertible Diffusion Models.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"] and argv[1:2] not in (["-h"], ["--help"]):
+        # the benchmark parses its own options (--quick, --out ...): pass them through verbatim
+        args = parser.parse_args(["benchmark"])
+        args.args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"idm-imaging {args.command}: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split())  # one line
+        print(f"idm-imaging {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"idm-imaging {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,303 @@
+"""Pieces shared by the sub-commands: the user-error type, acquisition arguments, input loading, model choice."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = [
+    "UserError", "ArgumentParser", "positive_int", "add_acquisition_args", "operator_factory", "acquisition_label",
+    "LoadedInput", "load_input", "check_output_path", "embedded_models", "model_info", "resolve_model",
+]
+
+MODEL_CARD_NAMES = ("MODEL_CARD.md", "README.md", "model_card.md")
+WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".mat")
+PINV_NAMES = ("pinv", "pseudo-inverse", "none")
+
+
+class UserError(Exception):
+    """A bad argument or file: printed as one line, exit code 2, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (``prog: error: message (see prog --help)``) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 (argparse API)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def add_acquisition_args(p: argparse.ArgumentParser) -> None:
+    """``--task cs --ratio R`` | ``--task mri --mask KIND --acceleration A`` plus noise and seed options."""
+    from idm_imaging.operators import MASK_KINDS
+
+    g = p.add_argument_group("acquisition")
+    g.add_argument("--task", choices=("cs", "mri"), required=True,
+                   help="cs: block compressed sensing of a real image; mri: single-coil k-space undersampling")
+    g.add_argument("--ratio", type=float, help="cs: sampling ratio in (0, 1], e.g. 0.1")
+    g.add_argument("--block-size", type=positive_int, default=32, help="cs: block side (default: %(default)s)")
+    g.add_argument("--no-permute", action="store_true", help="cs: no global pixel permutation")
+    g.add_argument("--mask", choices=MASK_KINDS, help="mri: k-space mask kind")
+    g.add_argument("--acceleration", type=float, help="mri: acceleration factor > 1, e.g. 4")
+    g.add_argument("--center-fraction", type=float, default=None,
+                   help="mri: fully sampled centre fraction (default: the mask kind's default)")
+    g.add_argument("--sigma", type=_nonneg_float, default=0.0,
+                   help="std of Gaussian measurement noise on the [0, 1]-normalised image (default: 0)")
+    g.add_argument("--seed", type=int, default=0, help="operator / mask and noise seed (default: %(default)s)")
+
+
+def check_acquisition_args(args, need_mask: bool = True) -> None:
+    """Cross-argument checks argparse cannot express; raises UserError naming the argument."""
+    if args.task == "cs":
+        for name in ("mask", "acceleration", "center_fraction"):
+            if getattr(args, name) is not None:
+                raise UserError(f"--{name.replace('_', '-')} applies to --task mri, not --task cs")
+        if args.ratio is None:
+            raise UserError("--ratio is required with --task cs")
+        if not 0 < args.ratio <= 1:
+            raise UserError(f"--ratio must be in (0, 1], got {args.ratio}")
+    else:
+        if args.ratio is not None:
+            raise UserError("--ratio applies to --task cs, not --task mri (use --mask and --acceleration)")
+        if need_mask:
+            if args.mask is None:
+                raise UserError("--mask is required with --task mri")
+            if args.acceleration is None:
+                raise UserError("--acceleration is required with --task mri")
+        if args.acceleration is not None and not args.acceleration > 1:
+            raise UserError(f"--acceleration must be > 1, got {args.acceleration}")
+        if args.center_fraction is not None and not 0 < args.center_fraction < 1:
+            raise UserError(f"--center-fraction must be in (0, 1), got {args.center_fraction}")
+    if not 0 <= args.seed <= 2**31 - 1:
+        raise UserError(f"--seed must be in [0, 2**31 - 1], got {args.seed}")
+
+
+def operator_factory(args) -> Callable[[tuple[int, int]], torch.nn.Module]:
+    """``(H, W) -> operator`` for the simulated acquisition the arguments describe."""
+    from idm_imaging.operators import BlockCS, SingleCoilFourier
+
+    if args.task == "cs":
+        return lambda hw: BlockCS(args.ratio, block_size=args.block_size, permute=not args.no_permute,
+                                  seed=args.seed, img_size=tuple(hw))
+
+    def make(hw):
+        try:
+            return SingleCoilFourier.from_mask_params(args.mask, tuple(hw), args.acceleration,
+                                                      center_fraction=args.center_fraction, seed=args.seed)
+        except ValueError as exc:
+            raise UserError(f"--mask {args.mask} --acceleration {args.acceleration}: {exc}") from exc
+
+    return make
+
+
+def acquisition_label(args) -> str:
+    if args.task == "cs":
+        return f"block CS ratio {args.ratio:g} (B={args.block_size})"
+    return f"{args.acceleration:g}x {args.mask} k-space mask"
+
+
+# ----------------------------------------------------------------------------------------------------- input
+@dataclass
+class LoadedInput:
+    """What ``reconstruct``/``simulate`` work on.
+
+    volume: (H, W) or (D, H, W) image, or centred k-space when ``measured``. meta: read_scan's metadata (affine,
+    spacing) for the output. mask: (H, W) bool for measured k-space. reference: an image stored beside measured
+    k-space (fastMRI ``reconstruction_*``), compared after a centre crop.
+    """
+
+    volume: torch.Tensor
+    meta: dict
+    measured: bool = False
+    mask: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _h5_has_kspace(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "kspace" in f
+    except OSError as exc:
+        raise UserError(f"INPUT {str(path)!r}: cannot open as HDF5 ({exc})") from None
+
+
+def load_input(path_text: str, args) -> LoadedInput:
+    """Read INPUT; fastMRI .h5 with undersampled k-space becomes a measured input (``--task mri`` only)."""
+    from idm_imaging.io import read_scan
+    from idm_imaging.io._common import detect_format
+
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        raise UserError(f"INPUT {str(path)!r} does not exist")
+    fmt = detect_format(path)
+    notes: list[str] = []
+    if fmt == "fastmri-h5" and _h5_has_kspace(path):
+        img, meta = read_scan(path, kspace=True)
+        k = meta.pop("kspace")
+        if k.ndim != 3:
+            raise UserError(f"INPUT {str(path)!r}: multi-coil k-space {tuple(k.shape)} is not supported "
+                            "(single-coil only); reconstruct its RSS image instead with a simulated acquisition")
+        stored = meta.pop("mask", None)
+        if stored is not None:
+            mask = stored.reshape(1, -1).expand(k.shape[-2], -1) if stored.ndim == 1 else stored
+            if tuple(mask.shape) != tuple(k.shape[-2:]):
+                raise UserError(f"INPUT {str(path)!r}: mask shape {tuple(stored.shape)} does not fit k-space "
+                                f"{tuple(k.shape)}")
+        else:
+            mask = (k.abs() > 0).any(dim=0)
+        mask = mask.to(torch.bool)
+        if not bool(mask.all()):
+            if args.task != "mri":
+                raise UserError(f"--task cs: {str(path)!r} holds measured k-space; use --task mri")
+            if args.mask is not None or args.acceleration is not None:
+                notes.append("the file holds measured k-space with its own mask: --mask/--acceleration are ignored")
+            ref = None
+            if meta.get("image_key", "").startswith("reconstruction"):
+                ref = img
+            meta.pop("image_key", None)
+            notes.append(f"reconstructing the measured k-space as given ({k.shape[0]} slice(s), "
+                         f"acceleration {mask.numel() / max(int(mask.sum()), 1):.2f})")
+            return LoadedInput(k * mask, meta, True, mask, ref, notes)
+        # fully sampled k-space: simulate from its complex image
+        from idm_imaging.operators import ifft2c
+
+        img = ifft2c(k[:, None])[:, 0]
+        notes.append("fully sampled k-space: simulating the acquisition from its complex image")
+        meta["spacing"] = (1.0,) * img.ndim
+    else:
+        img, meta = read_scan(path)
+    if args.task == "cs" and img.is_complex():
+        img = img.abs()
+        notes.append("--task cs is a real acquisition: using the magnitude of the complex input")
+    return LoadedInput(img, meta, False, None, None, notes)
+
+
+def check_output_path(out: str, ndim: int, flag: str = "--out") -> Path:
+    """Fail before computing: the folder must exist, the suffix be writable, PNG only for 2-D images."""
+    from idm_imaging.io._common import full_suffix
+
+    p = Path(out).expanduser()
+    suffix = full_suffix(p)
+    if suffix not in WRITE_SUFFIXES:
+        raise UserError(f"{flag} {out!r}: unsupported suffix {suffix!r}; use one of {', '.join(WRITE_SUFFIXES)} "
+                        "(DICOM input: write .nii.gz, which keeps the DICOM geometry)")
+    if not p.parent.is_dir():
+        raise UserError(f"{flag} {out!r}: folder {str(p.parent)!r} does not exist")
+    if p.is_dir():
+        raise UserError(f"{flag} {out!r} is a folder; give a file name")
+    if ndim == 3 and suffix == ".png":
+        raise UserError(f"{flag} {out!r}: a 3-D volume cannot be written as PNG; use .nii.gz, .tif or .npy")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def model_info(folder: Path, name: str | None = None) -> dict[str, Any]:
+    """Name, task, steps, backbone, operator settings and model card of a model folder (reads config.json only)."""
+    cfg_file = folder / "config.json"
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"model {name or str(folder)!r}: cannot read {cfg_file} ({exc})") from None
+    card = next((folder / n for n in MODEL_CARD_NAMES if (folder / n).is_file()), None)
+    return {
+        "name": name or folder.name,
+        "folder": str(folder),
+        "task": cfg.get("task"),
+        "T": cfg.get("T"),
+        "backbone": cfg.get("backbone_type") or cfg.get("_class_name"),
+        "operator": cfg.get("operator_config"),
+        "model_card": str(card) if card else None,
+    }
+
+
+def embedded_models() -> list[dict[str, Any]]:
+    """Every registered embedded model whose folder is present (see ``idm_imaging.models.registry``)."""
+    from idm_imaging.models import registry
+
+    out = []
+    for name, sub in sorted(registry.REGISTRY.items()):
+        folder = registry.WEIGHTS_DIR / sub
+        if (folder / "config.json").is_file():
+            out.append(model_info(folder, name))
+    return out
+
+
+def _distance(info: dict, args) -> float:
+    """How far an embedded model's training acquisition is from the requested one (smaller is closer)."""
+    op = info.get("operator") or {}
+    try:
+        if args.task == "cs" and args.ratio is not None and "ratio" in op:
+            return abs(float(op["ratio"]) - args.ratio)
+        acc = (op.get("mask_params") or {}).get("acceleration", op.get("acceleration"))
+        if args.task == "mri" and args.acceleration is not None and acc is not None:
+            return abs(float(acc) - args.acceleration)
+    except (TypeError, ValueError):
+        pass
+    # fall back on the name: "cs-0.1", "mri-4x"
+    tail = info["name"].split("-", 1)[-1].rstrip("x")
+    want = args.ratio if args.task == "cs" else args.acceleration
+    try:
+        return abs(float(tail) - float(want))
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
+    """The model for ``--model`` (embedded name, folder, or "pinv"); without it the embedded default of the task.
+
+    Returns ``(model or None, label)``; None means the pseudo-inverse / zero-filled reconstruction.
+    """
+    pinv_label = "zero-filled" if args.task == "mri" else "pseudo-inverse"
+    if spec is not None and spec.lower() in PINV_NAMES:
+        return None, pinv_label
+    if spec is None:
+        candidates = [m for m in embedded_models() if m["task"] == args.task]
+        if not candidates:
+            say(f"note: no embedded IDM model for --task {args.task} in this installation; using the "
+                f"{pinv_label} reconstruction (pass --model DIR for a trained model)")
+            return None, pinv_label
+        spec = min(candidates, key=lambda m: _distance(m, args))["name"]
+        say(f"using the embedded model {spec!r} (default for --task {args.task}; see `idm-imaging models`)")
+    from idm_imaging.models import IDM
+    from idm_imaging.models.registry import REGISTRY
+
+    if spec not in REGISTRY and not Path(spec).expanduser().is_dir():
+        raise UserError(f"--model {spec!r} is neither a model folder nor an embedded model "
+                        f"(embedded: {sorted(REGISTRY) or 'none'}; or 'pinv')")
+    try:
+        model = IDM.from_pretrained(os.path.expanduser(spec))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--model {spec!r}: {exc}") from None
+    task = model.config.task
+    if task != args.task:
+        raise UserError(f"--model {spec!r} is a {task!r} model but --task is {args.task!r}")
+    return model.eval().float(), f"IDM ({Path(spec).name})"

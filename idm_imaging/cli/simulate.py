@@ -1,0 +1,112 @@
+"""``idm-imaging simulate``: measure a fully sampled scan and write the measurement, A^+ y and the parameters.
+
+Writes into the folder ``--out`` (created if missing), for INPUT ``<stem>.<ext>``:
+``<stem>_meas.npy`` (the measurement of every slice, ``(D, 1, ...)`` as the operator produces it: block CS
+``(D, 1, q, nh, nw)`` real, MRI ``(D, 1, H, W)`` complex k-space; D = 1 for a 2-D image; on the [0, 1]-normalised
+image), ``<stem>_pinv.<ext>`` (pseudo-inverse / zero-filled image in the input's units and geometry; .png for
+2-D raster input, .npy for .npy input, else .nii.gz) and ``<stem>_acq.json`` (operator config, which rebuilds
+the operator with ``idm_imaging.operators.operator_from_config``, noise, seeds and the intensity normalisation
+``x_normalised = (x - offset) / scale``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from idm_imaging.cli._common import (
+    UserError, acquisition_label, add_acquisition_args, check_acquisition_args, load_input, operator_factory,
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate an acquisition: write measurement, pseudo-inverse and parameters",
+                       description=__doc__.split("\n\n", 1)[1])
+    p.add_argument("input", metavar="INPUT", help="fully sampled image, NIfTI, DICOM file/folder, .npy, .mat or .h5")
+    p.add_argument("--out", required=True, metavar="FOLDER", help="output folder (created if missing)")
+    add_acquisition_args(p)
+    p.set_defaults(func=run)
+
+
+def _pinv_suffix(fmt: str, ndim: int) -> str:
+    if fmt in ("png", "tiff", "jpeg") and ndim == 2:
+        return ".png"
+    if fmt == "npy":
+        return ".npy"
+    return ".nii.gz"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz",):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem if path.is_file() else name
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from idm_imaging.inference import reconstruct_volume
+    from idm_imaging.io import write_scan
+
+    check_acquisition_args(args)
+    inp = load_input(args.input, args)
+    if inp.measured:
+        raise UserError(f"INPUT {args.input!r} holds measured (undersampled) k-space; simulate needs a fully "
+                        "sampled scan (use `idm-imaging reconstruct` for measured data)")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out!r} is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for note in inp.notes:
+        print(f"note: {note}")
+    res = reconstruct_volume(inp.volume, operator_factory(args), None, batch_size=16, device="cpu",
+                             sigma=args.sigma, seed=args.seed)
+    stem = _stem(Path(args.input).expanduser())
+    meas_path = out / f"{stem}_meas.npy"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{meas_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, res.measurement.numpy(), allow_pickle=False)
+        os.replace(tmp, meas_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    suffix = _pinv_suffix(inp.meta.get("format", ""), inp.volume.ndim)
+    pinv = res.pinv if (suffix == ".npy" and inp.volume.is_complex()) or not res.pinv.is_complex() else res.pinv.abs()
+    pinv_path = write_scan(pinv, out / f"{stem}_pinv{suffix}", inp.meta)
+    record = {
+        "input": str(Path(args.input).expanduser()),
+        "task": args.task,
+        "acquisition": acquisition_label(args),
+        "operator": res.operator.get_config(),
+        "sigma": args.sigma,
+        "noise_seed": args.seed,
+        "noise_seed_rule": "slice i uses noise_seed + i",
+        "offset": res.offset,
+        "scale": res.scale,
+        "image_shape": list(inp.volume.shape),
+        "measurement_shape": list(res.measurement.shape),
+        "measurement_dtype": str(res.measurement.dtype).replace("torch.", ""),
+        "files": {"measurement": meas_path.name, "pinv": pinv_path.name},
+    }
+    json_path = out / f"{stem}_acq.json"
+    _write_json(record, json_path)
+    print(f"wrote {meas_path}, {pinv_path} and {json_path}")
+    return 0

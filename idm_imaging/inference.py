@@ -1,0 +1,246 @@
+"""Qt-free volume reconstruction: simulate (or take) measurements slice by slice and reconstruct them.
+
+Used by the command line (``idm-imaging reconstruct`` / ``simulate``); works on 2-D images ``(H, W)`` and 3-D
+volumes ``(D, H, W)`` (slices first, the :func:`idm_imaging.io.read_scan` layout), real or complex.
+
+Intensity normalisation (the models are trained on images in [0, 1]): the model sees ``x' = (x - offset) / scale``
+and results are mapped back as ``x = scale * x' + offset``.
+
+* block CS (``task "cs"``, real): ``offset = min x``, ``scale = max x - min x`` (min-max over the volume); so CT in
+  Hounsfield units and 16-bit images enter the model in [0, 1].
+* MRI (``task "mri"``): ``offset = 0``, ``scale = max |x|`` (a k-space offset is not a constant image shift, and
+  complex images have no minimum); for measured k-space ``scale = max |A^+ y|`` of the zero-filled volume.
+
+Each slice is measured as ``y = A x' + sigma n`` with noise seeded by ``seed + slice index`` (results do not depend
+on ``batch_size``), reconstructed as ``A^+ y`` (pseudo-inverse / zero-filled) and, with a model, ``model(y, A)``.
+
+Example::
+
+    >>> import torch
+    >>> from idm_imaging.inference import reconstruct_volume
+    >>> from idm_imaging.operators import BlockCS
+    >>> vol = torch.rand(3, 32, 32)
+    >>> res = reconstruct_volume(vol, lambda hw: BlockCS(0.5, block_size=16, img_size=hw), None, batch_size=2)
+    >>> res.pinv.shape, res.recon is None
+    (torch.Size([3, 32, 32]), True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["VolumeReconstruction", "reconstruct_volume", "volume_metrics", "resolve_device", "kspace_slice_network"]
+
+
+@dataclass
+class VolumeReconstruction:
+    """Result of :func:`reconstruct_volume`; images have the input's shape ((H, W) or (D, H, W)), original units.
+
+    pinv: ``A^+ y`` (real for block CS, complex for MRI). recon: the model's output (same dtype rules) or None
+    without a model. measurement: ``y`` of all slices, ``(D, 1, ...)`` as the operator produces it (D = 1 for a
+    2-D input), in normalised units. operator: the operator (built once for the slice size). offset/scale: the
+    intensity normalisation. reference: the fully sampled input (None for measured data).
+    """
+
+    pinv: torch.Tensor
+    recon: torch.Tensor | None
+    measurement: torch.Tensor
+    operator: torch.nn.Module
+    offset: float
+    scale: float
+    reference: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def normalised(self, t: torch.Tensor) -> torch.Tensor:
+        """Map an output back to the model's [0, 1] units: ``(t - offset) / scale`` (magnitude for complex)."""
+        t = t.abs() if t.is_complex() else t
+        return (t - self.offset) / self.scale
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> ``cuda`` when available, else ``cpu``; otherwise a checked torch device.
+
+    Raises ValueError naming ``device`` for unknown strings or CUDA devices that are not present.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a torch device (use auto, cpu or cuda:N)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return dev
+
+
+def _as_stack(t: Any, name: str) -> tuple[torch.Tensor, bool]:
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(t))
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(t).__name__}")
+    if t.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected (H, W) or (D, H, W), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}")
+    if not (t.is_floating_point() or t.is_complex()):
+        t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or Inf values")
+    return (t[None] if t.ndim == 2 else t), t.ndim == 2
+
+
+def reconstruct_volume(
+    volume: torch.Tensor | np.ndarray,
+    operator_factory: Callable[[tuple[int, int]], torch.nn.Module],
+    model: Callable | None = None,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device | None = "cpu",
+    measured: bool = False,
+    sigma: float = 0.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> VolumeReconstruction:
+    """Reconstruct a 2-D image or 3-D volume slice by slice, ``batch_size`` slices per model call.
+
+    Args:
+        volume: fully sampled image ``(H, W)``/``(D, H, W)`` (real or complex), or with ``measured=True`` centred
+            complex k-space of that shape (zero where not sampled).
+        operator_factory: ``(H, W) -> operator`` (see ``docs/ARCHITECTURE.md``); called once.
+        model: ``model(y, operator) -> (B, 1, H, W)`` (e.g. an ``IDM`` in eval mode) or None for ``A^+ y`` only.
+        batch_size: slices per call (>= 1).
+        device: ``"auto"``, ``"cpu"``, ``"cuda:N"`` or a torch.device (see :func:`resolve_device`).
+        measured: ``volume`` is measured k-space (MRI only): reconstruct it as given.
+        sigma: std of Gaussian measurement noise added in normalised units (simulation only, >= 0).
+        seed: noise seed of slice 0 (slice i uses ``seed + i``).
+        progress: called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
+
+    Returns:
+        :class:`VolumeReconstruction` with outputs in the input's units and shape.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+    if model is not None and not callable(model):
+        raise TypeError(f"model: expected a callable model(y, operator) or None, got {type(model).__name__}")
+    if not callable(operator_factory):
+        raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
+    dev = resolve_device(device)
+    x, squeeze = _as_stack(volume, "volume")
+    depth, shape = x.shape[0], (int(x.shape[1]), int(x.shape[2]))
+    op = operator_factory(shape)
+    if measured and not op.is_complex:
+        raise ValueError("measured: only measured k-space (a complex Fourier operator) can be reconstructed as given")
+    if op.is_complex and not x.is_complex():
+        x = x.to(torch.complex64)
+    if not op.is_complex and x.is_complex():
+        raise ValueError("volume: block CS is a real acquisition; got a complex image (use its magnitude)")
+    x = x.to(torch.complex64 if x.is_complex() else torch.float32)
+    op = op.to(dev)
+
+    if measured:
+        with torch.no_grad():
+            zf = torch.cat([op.A_dagger(x[i:i + 1, None].to(dev)).abs().amax().reshape(1) for i in range(depth)])
+        offset, scale = 0.0, float(zf.max()) or 1.0
+    elif op.is_complex:
+        offset, scale = 0.0, float(x.abs().max()) or 1.0
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        offset, scale = lo, (hi - lo) or 1.0
+
+    if isinstance(model, torch.nn.Module):
+        model.to(dev)
+    pinv, recon, meas = [], [], []
+    with torch.no_grad():
+        for start in range(0, depth, batch_size):
+            stop = min(start + batch_size, depth)
+            xb = ((x[start:stop, None] - offset) / scale).to(dev)
+            if measured:
+                y = xb
+            elif sigma > 0:
+                y = torch.cat([op.measure(xb[i:i + 1], sigma=float(sigma), seed=int(seed) + start + i)
+                               for i in range(stop - start)])
+            else:
+                y = op.A(xb)
+            meas.append(y.cpu())
+            pinv.append(op.A_dagger(y)[:, 0].cpu())
+            if model is not None:
+                out = model(y, op)
+                if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != (stop - start, 1):
+                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise ValueError(f"model: expected an output of shape ({stop - start}, 1, H, W), got {got}")
+                recon.append(out[:, 0].cpu())
+            if progress is not None:
+                progress(stop, depth)
+
+    def back(parts: list[torch.Tensor]) -> torch.Tensor:
+        t = torch.cat(parts) * scale + offset
+        return t[0] if squeeze else t
+
+    ref = None if measured else (x[0] if squeeze else x)
+    return VolumeReconstruction(
+        pinv=back(pinv), recon=back(recon) if recon else None, measurement=torch.cat(meas), operator=op.cpu(),
+        offset=offset, scale=scale, reference=ref,
+        info={"device": str(dev), "batch_size": batch_size, "sigma": float(sigma), "seed": int(seed),
+              "measured": bool(measured), "slices": depth},
+    )
+
+
+def volume_metrics(pred: torch.Tensor, target: torch.Tensor, task: str, *, offset: float = 0.0,
+                   scale: float = 1.0) -> dict[str, float]:
+    """Quality of ``pred`` against ``target`` ((H, W) or (D, H, W), any units).
+
+    ``task "mri"``: fastMRI protocol on magnitudes over the volume (``psnr``, ``ssim``, ``nmse``; data range = max of
+    the target). ``task "cs"``: paper protocol (:func:`idm_imaging.metrics.psnr_y` / ``ssim_y``) on the images mapped
+    to [0, 1] by ``(t - offset) / scale``, averaged over slices.
+    """
+    if task not in ("cs", "mri"):
+        raise ValueError(f"task: expected 'cs' or 'mri', got {task!r}")
+    p = pred.abs() if pred.is_complex() else pred
+    t = target.abs() if target.is_complex() else target
+    if p.shape != t.shape:
+        raise ValueError(f"pred: shape {tuple(p.shape)} differs from target shape {tuple(t.shape)}")
+    if task == "mri":
+        from idm_imaging.metrics import fastmri_metrics
+
+        return {k: float(v) for k, v in fastmri_metrics(p.numpy(), t.numpy()).items()}
+    from idm_imaging.metrics import psnr_y, ssim_y
+
+    p = ((p - offset) / scale).clamp(0, 1).numpy()
+    t = ((t - offset) / scale).clamp(0, 1).numpy()
+    p, t = (p[None], t[None]) if p.ndim == 2 else (p, t)
+    return {"psnr": float(np.mean([psnr_y(a, b) for a, b in zip(p, t)])),
+            "ssim": float(np.mean([ssim_y(a, b) for a, b in zip(p, t)]))}
+
+
+def kspace_slice_network(model: Callable | None, operator: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``network(x) -> x_hat`` for MONAI's ``SliceInferer`` on the k-space (MRI) path.
+
+    ``SliceInferer`` hands image-grid slices ``(B, 2, H, W)`` (real/imag of the complex zero-filled image
+    ``A^+ y``); because ``A A^+ y = y`` for a Fourier mask operator, the measurement is recovered exactly as
+    ``y = A(real + i imag)`` and ``model(y, operator)`` (or ``A^+ y`` when ``model`` is None) is returned as a
+    magnitude ``(B, 1, H, W)``. Use ``roi_size`` = the full slice: the Fourier operator is global, windows
+    would change the problem. (Block-CS measurements ``(q, nh, nw)`` do not live on the image grid, so that path
+    uses :class:`idm_imaging.transforms.IDMReconstruct`, which batches slices the same way.)
+    """
+    if not getattr(operator, "is_complex", False):
+        raise ValueError("operator: kspace_slice_network needs a complex (Fourier) operator")
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 2:
+            raise ValueError(f"x: expected (B, 2, H, W) real/imag slices, got shape {tuple(x.shape)}")
+        z = torch.complex(x[:, :1].float(), x[:, 1:2].float())
+        y = operator.A(z)
+        out = operator.A_dagger(y) if model is None else model(y, operator)
+        return out.abs().to(x.dtype)
+
+    return network

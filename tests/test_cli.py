@@ -1,0 +1,311 @@
+"""The idm-imaging command line: reconstruct on every input kind (geometry kept), simulate, models, errors, --help."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from idm_imaging.cli import COMMANDS, main
+from idm_imaging.io import read_scan
+from idm_imaging.operators import BlockCS, SingleCoilFourier, fft2c, ifft2c, operator_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _phantom(n=32, depth=None, seed=0):
+    """Smooth positive images (a blob plus a ramp), (n, n) or (depth, n, n), float32 in [0.1, 1]."""
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    rng = np.random.default_rng(seed)
+    imgs = []
+    for k in range(depth or 1):
+        c = rng.uniform(0.3, 0.7, 2)
+        img = 0.1 + 0.6 * np.exp(-((yy - c[0]) ** 2 + (xx - c[1]) ** 2) / 0.05) + 0.3 * xx * (k + 1) / (depth or 1)
+        imgs.append(img.astype(np.float32))
+    return np.stack(imgs) if depth else imgs[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_mri_model(tmp_path_factory):
+    """A tiny random IDM (task mri) saved as a model folder (config.json + safetensors)."""
+    from diffusers import UNet2DConditionModel
+
+    from idm_imaging.models import IDM, tiny_backbone_config
+
+    torch.manual_seed(0)
+    model = IDM.from_diffusers(UNet2DConditionModel(**tiny_backbone_config()), T=2, task="mri",
+                               operator_config={"type": "SingleCoilFourier",
+                                                "mask_params": {"kind": "random", "acceleration": 4.0}})
+    folder = tmp_path_factory.mktemp("models") / "mri-4x"
+    model.save_pretrained(folder)
+    return folder
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------------ --help
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["models", "list"], ["models", "info"]])
+def test_help_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: idm-imaging")
+    if command == ["reconstruct"]:
+        for flag in ("--task", "--ratio", "--mask", "--acceleration", "--model", "--device", "--batch-size", "--seed"):
+            assert flag in out
+
+
+def test_console_entry_runs_as_module():
+    r = subprocess.run([sys.executable, "-m", "idm_imaging", "models", "list"], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "embedded" in r.stdout or "task" in r.stdout
+
+
+# -------------------------------------------------------------------------------------------- reconstruct
+def test_reconstruct_png_matches_pseudo_inverse(tmp_path, capsys):
+    img = _phantom(48)
+    u8 = np.rint(img * 255).astype(np.uint8)
+    Image.fromarray(u8, mode="L").save(tmp_path / "in.png")
+    code, out, err = _run(["reconstruct", tmp_path / "in.png", "--out", tmp_path / "out.png", "--task", "cs",
+                           "--ratio", 0.5, "--block-size", 16, "--seed", 3], capsys)
+    assert code == 0, err
+    assert "no embedded IDM model" in out and "pseudo-inverse" in out
+    x = torch.from_numpy(u8.astype(np.float32) / 255)
+    lo, hi = float(x.min()), float(x.max())  # min-max normalisation used by the CLI for block CS
+    op = BlockCS(0.5, block_size=16, seed=3, img_size=(48, 48))
+    expected = op.A_dagger(op.A(((x - lo) / (hi - lo))[None, None]))[0, 0] * (hi - lo) + lo
+    got = np.asarray(Image.open(tmp_path / "out.png")).astype(np.float32) / 255
+    assert got.shape == (48, 48)
+    assert np.abs(got - expected.clamp(0, 1).numpy()).max() <= 0.5 / 255 + 1e-6
+    psnr_line = [line for line in out.splitlines() if line.startswith("pseudo-inverse")][-1]  # metric table row
+    assert 10 < float(psnr_line.split()[1]) < 60  # printed metric is a real PSNR of this reconstruction
+
+
+def test_reconstruct_nifti_volume_keeps_affine(tmp_path, capsys, tiny_mri_model):
+    vol = _phantom(32, depth=3)
+    affine = np.array([[0, 0, 2.0, -10], [0, -1.5, 0, 20], [1.2, 0, 0, 5], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(vol.T.copy(), affine), tmp_path / "vol.nii.gz")
+    code, out, err = _run(["reconstruct", tmp_path / "vol.nii.gz", "--out", tmp_path / "rec.nii.gz", "--task", "mri",
+                           "--mask", "random", "--acceleration", 4, "--model", tiny_mri_model, "--batch-size", 2,
+                           "--device", "cpu"], capsys)
+    assert code == 0, err
+    res = nib.load(tmp_path / "rec.nii.gz")
+    assert np.allclose(res.affine, affine)
+    data = np.asarray(res.dataobj)
+    assert data.shape == vol.T.shape and np.isfinite(data).all() and data.std() > 0
+    rows = out.splitlines()[out.splitlines().index(next(r for r in out.splitlines() if r.startswith("method"))):]
+    assert [r.split()[0] for r in rows[1:]] == ["zero-filled", "IDM"]  # both rows of the metric table
+
+
+def test_reconstruct_dicom_series_writes_nifti_with_dicom_spacing(tmp_path, capsys):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    series = tmp_path / "series"
+    series.mkdir()
+    uid = generate_uid()
+    vol = (_phantom(32, depth=3) * 1000).astype(np.int16)
+    for k in range(3):
+        fm = FileMetaDataset()
+        fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        fm.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = fm
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, fm.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", uid, k + 1
+        ds.Rows, ds.Columns = vol.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelSpacing = [0.7, 0.8]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-50.0, -40.0, 5.0 + 2.5 * k]
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = vol[k].tobytes()
+        ds.save_as(series / f"s{k}.dcm", enforce_file_format=True)
+    code, out, err = _run(["reconstruct", series, "--out", tmp_path / "ct.nii.gz", "--task", "cs", "--ratio", 0.5,
+                           "--block-size", 16], capsys)
+    assert code == 0, err
+    res = nib.load(tmp_path / "ct.nii.gz")
+    assert res.header.get_zooms() == pytest.approx((0.8, 0.7, 2.5))  # (column, row, slice) spacing
+    _, meta = read_scan(series)
+    assert np.allclose(res.affine, meta["affine"])
+    data = np.asarray(res.dataobj)
+    assert data.shape == (32, 32, 3)
+    assert data.min() < -100  # Hounsfield units kept (min-max normalisation undone)
+
+
+def test_reconstruct_complex_npy_keeps_complex(tmp_path, capsys):
+    x = (_phantom(32) * np.exp(1j * np.linspace(0, 1, 32))[None]).astype(np.complex64)
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "zf.npy", "--task", "mri",
+                           "--mask", "equispaced", "--acceleration", 4, "--seed", 1, "--model", "pinv"], capsys)
+    assert code == 0, err
+    got = np.load(tmp_path / "zf.npy", allow_pickle=False)
+    assert got.dtype == np.complex64 and got.shape == (32, 32)
+    op = SingleCoilFourier.from_mask_params("equispaced", (32, 32), 4, seed=1)
+    expected = op.A_dagger(op.A(torch.from_numpy(x)[None, None]))[0, 0].numpy()
+    assert np.allclose(got, expected, atol=1e-5)
+
+
+def _fastmri_file(path, undersample=True):
+    img = _phantom(32, depth=2).astype(np.complex64)
+    k = fft2c(torch.from_numpy(img)[:, None])[:, 0].numpy()
+    mask = np.zeros(32, np.float32)
+    mask[::3] = 1
+    mask[14:18] = 1
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=k * mask if undersample else k)
+        if undersample:
+            f.create_dataset("mask", data=mask)
+        f.create_dataset("reconstruction_esc", data=np.abs(img).astype(np.float32))
+    return img, k, mask
+
+
+def test_reconstruct_fastmri_kspace_as_given(tmp_path, capsys):
+    img, k, mask = _fastmri_file(tmp_path / "file1.h5")
+    code, out, err = _run(["reconstruct", tmp_path / "file1.h5", "--out", tmp_path / "rec.nii.gz", "--task", "mri"],
+                          capsys)
+    assert code == 0, err
+    assert "measured k-space" in out and "reference image" in out
+    got = np.asarray(nib.load(tmp_path / "rec.nii.gz").dataobj).T
+    zf = np.abs(ifft2c(torch.from_numpy(k * mask)[:, None])[:, 0].numpy())
+    assert got.shape == (2, 32, 32) and np.allclose(got, zf, atol=1e-5)
+    # wrong task for measured k-space
+    code, _, err = _run(["reconstruct", tmp_path / "file1.h5", "--out", tmp_path / "r2.nii.gz", "--task", "cs",
+                         "--ratio", 0.1], capsys)
+    assert code == 2 and "--task" in err
+
+
+def test_fully_sampled_fastmri_is_simulated_and_needs_mask(tmp_path, capsys):
+    _fastmri_file(tmp_path / "full.h5", undersample=False)
+    code, _, err = _run(["reconstruct", tmp_path / "full.h5", "--out", tmp_path / "r.nii.gz", "--task", "mri"], capsys)
+    assert code == 2 and "--mask" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(["reconstruct", tmp_path / "full.h5", "--out", tmp_path / "r.nii.gz", "--task", "mri",
+                           "--mask", "random", "--acceleration", 4], capsys)
+    assert code == 0, err
+    assert "fully sampled" in out and "zero-filled" in out
+
+
+# ----------------------------------------------------------------------------------------------- simulate
+def test_simulate_writes_measurement_pinv_and_replayable_json(tmp_path, capsys):
+    vol = _phantom(32, depth=2)
+    nib.save(nib.Nifti1Image(vol.T.copy(), np.diag([0.9, 0.9, 3.0, 1])), tmp_path / "v.nii.gz")
+    code, out, err = _run(["simulate", tmp_path / "v.nii.gz", "--out", tmp_path / "sim", "--task", "cs", "--ratio",
+                           0.25, "--block-size", 16, "--sigma", 0.01, "--seed", 5], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "sim" / "v_acq.json").read_text())
+    y = np.load(tmp_path / "sim" / rec["files"]["measurement"], allow_pickle=False)
+    op = operator_from_config(rec["operator"])
+    xn = (torch.from_numpy(vol)[:, None] - rec["offset"]) / rec["scale"]
+    clean = op.A(xn).numpy()
+    assert y.shape == clean.shape == (2, 1, 64, 2, 2)
+    noise = y - clean
+    assert 0.005 < noise.std() < 0.02  # sigma 0.01 in normalised units
+    replay = torch.cat([op.measure(xn[i:i + 1], sigma=0.01, seed=5 + i) for i in range(2)]).numpy()
+    assert np.allclose(y, replay, atol=1e-6)
+    pinv = nib.load(tmp_path / "sim" / rec["files"]["pinv"])
+    assert np.allclose(pinv.affine, np.diag([0.9, 0.9, 3.0, 1]))
+
+
+# ------------------------------------------------------------------------------------------------- models
+def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_mri_model):
+    from idm_imaging.models import registry
+
+    code, out, _ = _run(["models"], capsys)
+    if not registry.REGISTRY:
+        assert code == 0 and "no embedded models" in out
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tiny_mri_model.parent)
+    monkeypatch.setattr(registry, "REGISTRY", {"mri-4x": tiny_mri_model.name})
+    code, out, _ = _run(["models", "list"], capsys)
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("mri-4x"))
+    assert row.split()[1:3] == ["mri", "2"] and "random 4x" in row
+    code, out, _ = _run(["models", "info", "mri-4x", "--json"], capsys)
+    info = json.loads(out)
+    assert info["task"] == "mri" and info["operator"]["mask_params"]["acceleration"] == 4.0
+    # without --model, reconstruct picks the embedded default of the task
+    np.save(tmp_path / "x.npy", _phantom(32))
+    code, out, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "r.npy", "--task", "mri",
+                           "--mask", "random", "--acceleration", 4], capsys)
+    assert code == 0, err
+    assert "using the embedded model 'mri-4x'" in out
+    assert np.load(tmp_path / "r.npy").dtype == np.float32  # real input -> real (magnitude) output
+    # a cs request has no embedded model: falls back on the pseudo-inverse and says so
+    code, out, _ = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "r.npy", "--task", "cs",
+                         "--ratio", 0.5, "--block-size", 16], capsys)
+    assert code == 0 and "no embedded IDM model for --task cs" in out
+    code, _, err = _run(["models", "info", "nope"], capsys)
+    assert code == 2 and "NAME 'nope'" in err
+
+
+# ------------------------------------------------------------------------------------------------- errors
+@pytest.fixture
+def png(tmp_path):
+    Image.fromarray((_phantom(32) * 255).astype(np.uint8), mode="L").save(tmp_path / "in.png")
+    return tmp_path / "in.png"
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--task", "cs"], "--ratio"),
+    (["--task", "cs", "--ratio", "1.5"], "--ratio"),
+    (["--task", "mri", "--ratio", "0.1", "--mask", "random", "--acceleration", "4"], "--ratio"),
+    (["--task", "mri", "--acceleration", "4"], "--mask"),
+    (["--task", "mri", "--mask", "random", "--acceleration", "0.5"], "--acceleration"),
+    (["--task", "cs", "--ratio", "0.1", "--mask", "random"], "--mask"),
+    (["--task", "cs", "--ratio", "0.1", "--batch-size", "0"], "--batch-size"),
+    (["--task", "cs", "--ratio", "0.1", "--device", "cuda:7"], "--device"),
+    (["--task", "cs", "--ratio", "0.1", "--device", "banana"], "--device"),
+    (["--task", "cs", "--ratio", "0.1", "--model", "no-such-model"], "--model"),
+    (["--task", "xray", "--ratio", "0.1"], "--task"),
+    (["--task", "mri", "--mask", "zigzag", "--acceleration", "4"], "--mask"),
+])
+def test_bad_arguments_exit_2_with_one_line(png, tmp_path, capsys, extra, needle):
+    if needle == "--device" and "cuda" in extra[-1] and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    try:
+        code = main(["reconstruct", str(png), "--out", str(tmp_path / "o.png"), *extra])
+    except SystemExit as exc:  # argparse-level errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert needle in err
+
+
+def test_bad_files_exit_2(tmp_path, png, capsys):
+    cases = [
+        (["reconstruct", tmp_path / "missing.png", "--out", tmp_path / "o.png", "--task", "cs", "--ratio", 0.1],
+         "INPUT"),
+        (["reconstruct", png, "--out", tmp_path / "o.dcm", "--task", "cs", "--ratio", 0.1], "--out"),
+        (["reconstruct", png, "--out", tmp_path / "nofolder" / "o.png", "--task", "cs", "--ratio", 0.1], "--out"),
+        (["train", tmp_path / "missing.toml"], "CONFIG"),
+    ]
+    for argv, needle in cases:
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_benchmark_options_pass_through_or_clear_error(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("idm_imaging.benchmark") is None:
+        code, _, err = _run(["benchmark"], capsys)
+        assert code == 2 and "idm_imaging.benchmark" in err
+        return
+    with pytest.raises(SystemExit) as exc:  # the benchmark's own parser sees the option, not ours
+        main(["benchmark", "--no-such-option"])
+    assert exc.value.code == 2
+    assert "idm-imaging benchmark" in capsys.readouterr().err
