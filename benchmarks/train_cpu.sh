@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train every shipped model on 2 CPU cores (~75 min): the prior, then the fine-tunings two at a time.
 # Each run stops at its step count or its train.max_seconds, whichever comes first; rerun with RESUME=--resume
-# to continue an interrupted run. Then: python benchmarks/gpu/install_models.py runs && python benchmarks/eval_models.py
+# to continue an interrupted run. Then: python benchmarks/install_models.py runs && python benchmarks/eval_models.py
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -1,8 +1,10 @@
-"""Unpack the GPU run's models.tar into idm_imaging/weights/<name>/ (the embedded defaults).
+"""Install trained runs as the embedded defaults: idm_imaging/weights/<name>/.
+
+SOURCE is the GPU run's models.tar or a runs folder (benchmarks/train_cpu.sh writes runs/<name>/).
 
 The prior is stored in float16 to keep the shipped weights small (it is cast back to float32 on load); each
 folder gets a ``training.json`` with the run's facts (steps, seconds, device, data, final loss).
-Usage: python benchmarks/gpu/install_models.py MODELS_TAR [--date YYYY-MM-DD] [--device "NVIDIA H200"]
+Usage: python benchmarks/install_models.py SOURCE [--date YYYY-MM-DD] [--device "NVIDIA H200"]
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ WEIGHTS = ROOT / "idm_imaging" / "weights"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("tar")
+    ap.add_argument("source", help="models.tar or a runs folder")
     ap.add_argument("--date", default="")
     ap.add_argument("--device", default="")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(args.tar) as tar:
-            tar.extractall(tmp, filter="data")
+        src = Path(args.source)
+        if src.is_dir():
+            tmp = src
+        else:
+            with tarfile.open(src) as tar:
+                tar.extractall(tmp, filter="data")
         for run in sorted(Path(tmp).iterdir()):
             name = run.name
+            if not (run / "final_state.json").is_file():
+                continue
             state = json.loads((run / "final_state.json").read_text())
             cfg = json.loads((run / "train_config.json").read_text())
             with open(run / "log.csv") as f:
