@@ -55,6 +55,8 @@ def main(argv=None) -> int:
             shutil.copytree(run / "model", staging)
             if name == "prior-gray":
                 _to_fp16(staging)
+                # The DDNM/DPS baselines read the prior's value range from here.
+                (staging / "prior.json").write_text(json.dumps({"signed_range": cfg["prior"]["signed_range"]}))
             (staging / "training.json").write_text(json.dumps(info, indent=2))
             (staging / "log.csv").write_bytes((run / "log.csv").read_bytes())
             shutil.rmtree(dest, ignore_errors=True)

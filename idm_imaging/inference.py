@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
 import numpy as np
 import torch
 
-__all__ = ["VolumeReconstruction", "reconstruct_volume", "volume_metrics", "resolve_device", "kspace_slice_network"]
+__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume",
+           "volume_metrics", "resolve_device", "kspace_slice_network"]
 
 
 @dataclass
@@ -83,11 +84,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _as_stack(t: Any, name: str) -> tuple[torch.Tensor, bool]:
     if isinstance(t, np.ndarray):
+        if not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
+            raise TypeError(f"{name}: expected a numeric array, got dtype {t.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(t))
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(t).__name__}")
     if t.ndim not in (2, 3):
-        raise ValueError(f"{name}: expected (H, W) or (D, H, W), got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a 2-D image or a 3-D stack ((H, W) or (D, H, W)), "
+                         f"got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}")
     if not (t.is_floating_point() or t.is_complex()):
@@ -102,14 +106,42 @@ def reconstruct_volume(
     operator_factory: Callable[[tuple[int, int]], torch.nn.Module],
     model: Callable | None = None,
     *,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> VolumeReconstruction:
+    """Reconstruct a 2-D image or 3-D volume slice by slice: :func:`iter_reconstruct_volume` run to the end.
+
+    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``); ``progress`` is
+    called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
+    """
+    steps = iter_reconstruct_volume(volume, operator_factory, model, **options)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None and done:
+            progress(done, total)
+
+
+def iter_reconstruct_volume(
+    volume: torch.Tensor | np.ndarray,
+    operator_factory: Callable[[tuple[int, int]], torch.nn.Module],
+    model: Callable | None = None,
+    *,
     batch_size: int = 4,
     device: str | torch.device | None = "cpu",
     measured: bool = False,
     sigma: float = 0.0,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
-) -> VolumeReconstruction:
-    """Reconstruct a 2-D image or 3-D volume slice by slice, ``batch_size`` slices per model call.
+    name: str = "volume",
+) -> Generator[tuple[int, int], None, VolumeReconstruction]:
+    """Reconstruct a 2-D image or 3-D volume slice by slice, ``batch_size`` slices per model call, step by step.
+
+    A generator (GUIs show progress and cancel between batches): it yields ``(done_slices, total_slices)`` once
+    after the checks and the normalisation (``done == 0``) and after every batch, and returns (as
+    ``StopIteration.value``) the :class:`VolumeReconstruction`. To cancel, stop iterating and ``close()`` it: no
+    partial result exists.
 
     Args:
         volume: fully sampled image ``(H, W)``/``(D, H, W)`` (real or complex), or with ``measured=True`` centred
@@ -121,7 +153,7 @@ def reconstruct_volume(
         measured: ``volume`` is measured k-space (MRI only): reconstruct it as given.
         sigma: std of Gaussian measurement noise added in normalised units (simulation only, >= 0).
         seed: noise seed of slice 0 (slice i uses ``seed + i``).
-        progress: called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
+        name: what error messages call ``volume``.
 
     Returns:
         :class:`VolumeReconstruction` with outputs in the input's units and shape.
@@ -135,7 +167,7 @@ def reconstruct_volume(
     if not callable(operator_factory):
         raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
     dev = resolve_device(device)
-    x, squeeze = _as_stack(volume, "volume")
+    x, squeeze = _as_stack(volume, name)
     depth, shape = x.shape[0], (int(x.shape[1]), int(x.shape[2]))
     op = operator_factory(shape)
     if measured and not op.is_complex:
@@ -160,6 +192,7 @@ def reconstruct_volume(
     if isinstance(model, torch.nn.Module):
         model.to(dev)
     pinv, recon, meas = [], [], []
+    yield 0, depth
     with torch.no_grad():
         for start in range(0, depth, batch_size):
             stop = min(start + batch_size, depth)
@@ -179,8 +212,7 @@ def reconstruct_volume(
                     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(f"model: expected an output of shape ({stop - start}, 1, H, W), got {got}")
                 recon.append(out[:, 0].cpu())
-            if progress is not None:
-                progress(stop, depth)
+            yield stop, depth
 
     def back(parts: list[torch.Tensor]) -> torch.Tensor:
         t = torch.cat(parts) * scale + offset

@@ -7,10 +7,11 @@ after every batch of slices, checks ``cancel()`` between batches, and *returns* 
 ``None`` when cancelled). Nothing is handed back before the last slice is done, so a cancelled run leaves no
 partial output.
 
-Math: each slice ``x`` (H, W) is scaled to ``x / s`` with ``s = max |volume|`` (the models are trained on [0, 1]
-images), measured as ``y = A (x / s) + n`` with the chosen operator, reconstructed as ``A^+ y`` (zero-filled /
-pseudo-inverse) and, when a model is given, ``IDM(y, A)``; outputs are scaled back by ``s``. Metrics compare the
-magnitudes with the fully sampled input (fastMRI protocol for MRI, Y-channel protocol on [0, 1] for block CS).
+Math (shared with the command line, :mod:`idm_imaging.inference`): each slice is normalised to the models'
+[0, 1] range (``(x - min) / (max - min)`` for block CS, ``x / max |x|`` for MRI), measured as ``y = A x' + n``,
+reconstructed as ``A^+ y`` (zero-filled / pseudo-inverse) and, when a model is given, ``IDM(y, A)``; outputs are
+mapped back and shown as magnitudes. Metrics compare them with the fully sampled input (fastMRI protocol for MRI,
+Y-channel protocol on [0, 1] for block CS).
 
 Example::
 
@@ -218,32 +219,6 @@ def load_model(choice: str, checkpoint: str | None = None):
     return model.eval()
 
 
-def _as_stack(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"{name} must be a 2-D image or a 3-D stack (D, H, W), got shape {a.shape}")
-    if min(a.shape[-2:]) < 8:
-        raise ValueError(f"{name}: each slice must be at least 8x8 pixels, got {a.shape[-2:]}")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
-    return a[None] if a.ndim == 2 else a
-
-
-def _metrics(rec: np.ndarray, ref: np.ndarray, task: str) -> dict[str, float]:
-    """PSNR/SSIM of magnitude volumes ``rec``/``ref`` (D, H, W), both divided by the reference's maximum."""
-    if task == "mri":
-        from idm_imaging.metrics import fastmri_metrics
-
-        m = fastmri_metrics(rec, ref)
-        return {k: float(v) for k, v in m.items()}
-    from idm_imaging.metrics import psnr_y, ssim_y
-
-    # paper protocol per image (grayscale = Y channel, [0, 1] -> 0-255 inside psnr_y/ssim_y), mean over slices
-    ps = [psnr_y(r, g) for r, g in zip(rec, ref)]
-    ss = [ssim_y(r, g) for r, g in zip(rec, ref)]
-    return {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
-
-
 def reconstruct(
     image: np.ndarray | None,
     acquisition: Acquisition,
@@ -259,6 +234,9 @@ def reconstruct(
 ) -> Generator[Progress, None, ReconResult | None]:
     """Reconstruct a 2-D image or a 3-D stack slice by slice; a generator for napari's ``thread_worker``.
 
+    The slice loop, normalisation and metrics are :func:`idm_imaging.inference.iter_reconstruct_volume` and
+    :func:`~idm_imaging.inference.volume_metrics`; this adds cancelling, layer naming and GPU memory release.
+
     Args:
         image: the fully sampled reference, (H, W) or (D, H, W), real or complex (any numeric dtype); ignored
             (may be None) in ``"measured"`` mode.
@@ -266,7 +244,7 @@ def reconstruct(
         name: the input layer's name, used as prefix of the output names.
         model: an ``IDM`` (``model(y, operator)``) or None for the pseudo-inverse only; its ``config.task``
             must match ``acquisition.task``.
-        device: torch device string ("cpu", "cuda:0", "mps").
+        device: torch device string ("auto", "cpu", "cuda:0", "mps").
         batch_size: slices per forward pass.
         kspace: measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
         mask: sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
@@ -279,93 +257,61 @@ def reconstruct(
         :class:`ReconResult` with real (magnitude) output stacks shaped like the input, or None if cancelled.
     """
     import time
+    import traceback
 
     import torch
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    from idm_imaging.inference import iter_reconstruct_volume, resolve_device, volume_metrics
+
     is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
     if model is not None:
         task = getattr(getattr(model, "config", None), "task", None)
         if task is not None and task != acquisition.task:
             raise ValueError(f"model {model_name!r} is for task {task!r} but the acquisition "
                              f"{acquisition.label!r} needs a {acquisition.task!r} model")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device") from exc
-
     measured = acquisition.mode == "measured"
-    squeeze = False
     if measured:
         if kspace is None or mask is None:
             raise ValueError("measured k-space needs both a k-space layer and a mask layer")
-        squeeze = np.asarray(kspace).ndim == 2
-        k = _as_stack(kspace, "kspace").astype(np.complex64)
-        m = np.asarray(mask)
-        if m.shape != k.shape[-2:]:
-            raise ValueError(f"mask must have the k-space slice shape {k.shape[-2:]}, got {m.shape}")
+        data, name_in, m = np.asarray(kspace), "kspace", np.asarray(mask)
+        if m.shape != data.shape[-2:]:
+            raise ValueError(f"mask must have the k-space slice shape {data.shape[-2:]}, got {m.shape}")
         m = m != 0
-        ref = None
+        data = data * m
     else:
         if image is None:
             raise ValueError(f"{name}: choose an input image layer")
-        squeeze = np.asarray(image).ndim == 2
-        x = _as_stack(image, name)
-        if acquisition.mode == "block_cs" and np.iscomplexobj(x):
-            x = np.abs(x)  # block CS is a real acquisition: use the magnitude
-        x = x.astype(np.complex64 if np.iscomplexobj(x) else np.float32)
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name}: image contains NaN or infinite values")
-        ref = np.abs(x)
-        m = None
-
-    shape = (k if measured else x).shape[-2:]
-    depth = (k if measured else x).shape[0]
-    op = acquisition.operator(shape, mask=m).to(dev)
-    if measured:
-        # scale from the zero-filled volume so the model sees [0, 1]-ish images
-        with torch.no_grad():
-            zf = op.A_dagger(torch.from_numpy(k[:, None] * m)).abs()
-        scale = float(zf.max()) or 1.0
-    else:
-        scale = float(ref.max()) or 1.0
+        data, name_in, m = np.asarray(image), name, None
+        if acquisition.mode == "block_cs" and np.iscomplexobj(data):
+            data = np.abs(data)  # block CS is a real acquisition: use the magnitude
+    if data.ndim in (2, 3) and min(data.shape[-2:]) < 8:
+        raise ValueError(f"{name_in}: each slice must be at least 8x8 pixels, got {data.shape[-2:]}")
+    dev = resolve_device(device)
 
     t0 = time.perf_counter()
-    yield Progress(0, depth, f"reconstructing {depth} slice(s) on {dev}")
-    zero_filled = np.empty((depth, *shape), np.float32)
-    recon = np.empty((depth, *shape), np.float32) if model is not None else None
-    y = xb = out = None
-    if model is not None:
-        model.to(dev)
+    steps = iter_reconstruct_volume(data, lambda hw: acquisition.operator(hw, mask=m), model, batch_size=batch_size,
+                                    device=dev, measured=measured, sigma=acquisition.sigma, seed=acquisition.seed,
+                                    name=name_in)
     try:
-        with torch.no_grad():
-            for start in range(0, depth, batch_size):
-                if is_cancelled():
-                    return None
-                stop = min(start + batch_size, depth)
-                if measured:
-                    y = torch.from_numpy(k[start:stop, None] * m / scale).to(dev)
-                else:
-                    xb = torch.from_numpy(x[start:stop, None] / scale).to(dev)
-                    if op.is_complex and not xb.is_complex():
-                        xb = xb.to(torch.complex64)
-                    # noise seeded per slice (seed + slice index): results do not depend on the batch size
-                    y = torch.cat([op.measure(xb[i:i + 1], sigma=acquisition.sigma, seed=acquisition.seed + start + i)
-                                   for i in range(stop - start)]) if acquisition.sigma > 0 else op.A(xb)
-                zero_filled[start:stop] = op.A_dagger(y).abs()[:, 0].float().cpu().numpy() * scale
-                if model is not None:
-                    out = model(y, op)
-                    recon[start:stop] = out.abs()[:, 0].float().cpu().numpy() * scale
-                yield Progress(stop, depth, f"slice {stop}/{depth}")
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as stop:
+                res = stop.value
+                break
+            yield Progress(done, total, f"slice {done}/{total}" if done else
+                           f"reconstructing {total} slice(s) on {dev}")
+            if is_cancelled():
+                return None
     except torch.OutOfMemoryError as exc:
+        traceback.clear_frames(exc.__traceback__)  # the failed batch's device tensors live in these frames
         raise MemoryError(f"out of memory on {dev} with batch_size={batch_size}: lower the batch size "
                           f"or use the cpu") from exc
     finally:
         # give the accelerator back: model to the CPU, drop every device tensor, cuFFT plans, cached blocks
+        steps.close()
         if model is not None and dev.type != "cpu":
             model.to("cpu")
-        op = y = xb = out = None  # noqa: F841
         if dev.type == "cuda":
             torch.backends.cuda.cufft_plan_cache[dev.index if dev.index is not None else
                                                  torch.cuda.current_device()].clear()
@@ -373,28 +319,27 @@ def reconstruct(
             if clear_cublas is not None:
                 clear_cublas()
             torch.cuda.empty_cache()
-    if is_cancelled():
-        return None
 
     params = {"acquisition": acquisition.to_dict(), "input": name, "device": str(dev), "batch_size": batch_size,
-              "model": model_name if model is not None else PSEUDO_INVERSE, "intensity_scale": scale}
+              "model": model_name if model is not None else PSEUDO_INVERSE, "intensity_scale": res.scale,
+              "intensity_offset": res.offset}
     zf_name = "zero-filled" if acquisition.task == "mri" else "pseudo-inverse"
-    outputs = [(zf_name, f"{name} {zf_name} {acquisition.label}", zero_filled)]
-    if recon is not None:
-        outputs.append(("IDM", f"{name} IDM {acquisition.label}", recon))
+    outputs = [(zf_name, f"{name} {zf_name} {acquisition.label}", res.pinv.abs())]
+    if res.recon is not None:
+        outputs.append(("IDM", f"{name} IDM {acquisition.label}", res.recon.abs()))
     metrics: dict[str, dict[str, float]] = {}
     layers = []
-    for method, lname, data in outputs:
+    for method, lname, out in outputs:
         meta = {"idm_imaging": {**params, "method": method}}
-        if ref is not None:
-            metrics[method] = _metrics(data / scale, ref / scale, acquisition.task)
+        if res.reference is not None:
+            metrics[method] = volume_metrics(out, res.reference, acquisition.task, offset=res.offset, scale=res.scale)
             meta["idm_imaging"]["metrics"] = metrics[method]
-        layers.append(OutputLayer(data[0] if squeeze else data, lname, meta))
-    if ref is not None:
-        best, best_data = outputs[-1][0], outputs[-1][2]
-        err = np.abs(best_data - ref)
+        layers.append(OutputLayer(out.numpy(), lname, meta))
+    if res.reference is not None:
+        best = outputs[-1][0]
+        err = (outputs[-1][2] - res.reference.abs()).abs().numpy()
         meta = {"idm_imaging": {**params, "method": f"|{best} - reference|", "metrics": metrics[best]}}
-        layers.append(OutputLayer(err[0] if squeeze else err, f"{name} |error| {acquisition.label}", meta))
+        layers.append(OutputLayer(err, f"{name} |error| {acquisition.label}", meta))
     return ReconResult(layers, metrics, time.perf_counter() - t0)
 
 

@@ -341,7 +341,31 @@ def _start_shape(y: torch.Tensor, operator: Any) -> torch.Size:
     return x.shape
 
 
-class DDNM(nn.Module):
+class _PriorSampler(nn.Module):
+    """What DDNM and DPS share: the checked prior, ``steps`` and ``seed``, and the start of sampling."""
+
+    def __init__(self, prior: DiffusionPrior, steps: int, seed: int):
+        super().__init__()
+        self.prior = _check_prior(prior)
+        self.steps = _positive(steps, "steps", integer=True)
+        self.seed = seed
+        _generator(seed)
+
+    def _start(self, y: torch.Tensor, operator: Any) -> tuple[torch.Tensor, torch.Generator, torch.Tensor, list]:
+        """Checked ``y``, the CPU noise generator, ``z_T ~ N(0, I)`` (prior's device and dtype, shape of
+        ``A^+ y``) and the DDIM steps as ``(t, a_t, a_next)`` (``alphas_cumprod``; ``a_next = 1`` after the last)."""
+        _check_operator(operator)
+        y = _check_y(y)
+        p = next(self.prior.unet.parameters())
+        gen = _generator(self.seed)
+        z = torch.randn(_start_shape(y, operator), generator=gen).to(p.device, p.dtype)
+        ac = self.prior.alphas_cumprod.to(torch.float64)
+        ts = self.prior.timesteps(self.steps)
+        return y, gen, z, [(t, float(ac[t]), float(ac[ts[i + 1]]) if i + 1 < len(ts) else 1.0)
+                           for i, t in enumerate(ts)]
+
+
+class DDNM(_PriorSampler):
     r"""DDNM (Wang, Yu, Zhang, ICLR 2023): DDIM sampling with the range-null-space projection, noise-free case.
 
     For timesteps ``t_1 > ... > t_S`` (``steps`` DDIM steps, default 100 as published) from ``z_T ~ N(0, I)``::
@@ -367,14 +391,10 @@ class DDNM(nn.Module):
     name = "DDNM"
 
     def __init__(self, prior: DiffusionPrior, steps: int = 100, eta: float = 0.85, seed: int = 0):
-        super().__init__()
-        self.prior = _check_prior(prior)
-        self.steps = _positive(steps, "steps", integer=True)
+        super().__init__(prior, steps, seed)
         self.eta = _positive(eta, "eta", allow_zero=True)
         if self.eta > 1:
             raise ValueError(f"eta: must be in [0, 1], got {eta}")
-        self.seed = seed
-        _generator(seed)
 
     def settings(self) -> dict:
         return {"steps": self.steps, "eta": self.eta, "sampler": "DDIM (DDNM reference update)", "seed": self.seed,
@@ -382,30 +402,19 @@ class DDNM(nn.Module):
 
     @torch.no_grad()
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
-        _check_operator(operator)
-        y = _check_y(y)
-        pr = self.prior
-        dev = next(pr.unet.parameters()).device
-        dtype = next(pr.unet.parameters()).dtype
-        gen = _generator(self.seed)
-        shape = _start_shape(y, operator)
-        z = torch.randn(shape, generator=gen).to(dev, dtype)
-        ac = pr.alphas_cumprod.to(torch.float64)
-        ts = pr.timesteps(self.steps)
-        x0 = None
-        for i, t in enumerate(ts):
-            a_t = float(ac[t])
-            a_n = float(ac[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        y, gen, z, steps = self._start(y, operator)
+        pr, x0 = self.prior, None
+        for t, a_t, a_n in steps:
             eps = pr.eps(z, t)
             z0 = (z - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             x0 = _real_project(pr.to_image(z0), y, operator)
             z0 = pr.to_prior(x0)
-            noise = torch.randn(z.shape, generator=gen).to(dev, dtype)
+            noise = torch.randn(z.shape, generator=gen).to(z)
             z = math.sqrt(a_n) * z0 + math.sqrt(1 - a_n) * (self.eta * noise + math.sqrt(1 - self.eta**2) * eps)
         return x0
 
 
-class DPS(nn.Module):
+class DPS(_PriorSampler):
     r"""DPS (Chung, Kim, McCann, Klasky, Ye, ICLR 2023): ancestral sampling plus a likelihood gradient step.
 
     For ``steps`` timesteps (100 here; the paper uses 1000 DDPM steps) from ``z_T ~ N(0, I)``::
@@ -430,12 +439,8 @@ class DPS(nn.Module):
     name = "DPS"
 
     def __init__(self, prior: DiffusionPrior, steps: int = 100, zeta: float = 1.0, seed: int = 0):
-        super().__init__()
-        self.prior = _check_prior(prior)
-        self.steps = _positive(steps, "steps", integer=True)
+        super().__init__(prior, steps, seed)
         self.zeta = _positive(zeta, "zeta", allow_zero=True)
-        self.seed = seed
-        _generator(seed)
 
     def settings(self) -> dict:
         return {"steps": self.steps, "zeta": self.zeta, "sampler": "DDIM eta=1 (ancestral) + DPS gradient",
@@ -443,20 +448,10 @@ class DPS(nn.Module):
                 "prior": self.prior.name, "schedule": self.prior.scheduler_config}
 
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
-        _check_operator(operator)
-        y = _check_y(y)
-        pr = self.prior
-        dev = next(pr.unet.parameters()).device
-        dtype = next(pr.unet.parameters()).dtype
-        gen = _generator(self.seed)
+        y, gen, z, steps = self._start(y, operator)
+        pr, x0 = self.prior, None
         scale = 2.0 if pr.signed_range else 1.0
-        z = torch.randn(_start_shape(y, operator), generator=gen).to(dev, dtype)
-        ac = pr.alphas_cumprod.to(torch.float64)
-        ts = pr.timesteps(self.steps)
-        x0 = None
-        for i, t in enumerate(ts):
-            a_t = float(ac[t])
-            a_n = float(ac[ts[i + 1]]) if i + 1 < len(ts) else 1.0
+        for t, a_t, a_n in steps:
             with torch.enable_grad():
                 z_in = z.detach().requires_grad_(True)
                 eps = pr.eps(z_in, t)
@@ -466,7 +461,7 @@ class DPS(nn.Module):
                 (grad,) = torch.autograd.grad(norm, z_in)
             eps, z0, x0 = eps.detach(), z0.detach(), x0.detach()
             sigma = math.sqrt((1 - a_n) / (1 - a_t)) * math.sqrt(max(0.0, 1 - a_t / a_n))  # DDIM eta = 1
-            noise = torch.randn(z.shape, generator=gen).to(dev, dtype)
+            noise = torch.randn(z.shape, generator=gen).to(z)
             z = (math.sqrt(a_n) * z0 + math.sqrt(max(0.0, 1 - a_n - sigma**2)) * eps + sigma * noise
                  - self.zeta * grad)
         return x0

@@ -330,7 +330,11 @@ class IDM(ModelMixin, ConfigMixin):
 def _load_unet(path, schedule):
     import diffusers
 
+    from .registry import REGISTRY
+
     p = Path(path)
+    if not p.exists() and str(path) in REGISTRY:  # an embedded prior, e.g. "prior-gray"
+        p = path = resolve_checkpoint(str(path))
     errors = []
     for sub in (None, "unet"):
         folder = p if sub is None else p / sub
@@ -345,7 +349,9 @@ def _load_unet(path, schedule):
         name = cfg.get("_class_name")
         if name not in SUPPORTED_BACKBONES:
             raise ValueError(f"unet_or_path: {name!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
-        unet = getattr(diffusers, name).from_pretrained(str(path), subfolder=sub, use_safetensors=True)
+        # float32 whatever the stored dtype (the embedded prior is stored in float16)
+        unet = getattr(diffusers, name).from_pretrained(str(path), subfolder=sub, use_safetensors=True,
+                                                        torch_dtype=torch.float32)
         sched_file = p / "scheduler" / "scheduler_config.json"
         if schedule is None and sched_file.is_file():
             s = diffusers.DDIMScheduler.load_config(str(p / "scheduler"))

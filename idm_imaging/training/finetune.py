@@ -37,7 +37,8 @@ def load_prior(folder: Path) -> tuple[torch.nn.Module, dict | None]:
     name = json.loads(cfg_file.read_text(encoding="utf-8")).get("_class_name")
     if name not in ("UNet2DConditionModel", "UNet2DModel"):
         raise ValueError(f"config key 'finetune.prior': {folder} holds a {name!r}, not a diffusers UNet")
-    unet = getattr(diffusers, name).from_pretrained(str(folder), use_safetensors=True)
+    # float32 whatever the stored dtype (the shipped prior is stored in float16 to stay small)
+    unet = getattr(diffusers, name).from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
     schedule = None
     sched_file = Path(folder) / "scheduler" / "scheduler_config.json"
     if sched_file.is_file():
