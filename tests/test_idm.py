@@ -1,7 +1,6 @@
 """IDM: inversion of every coupling, reversible == plain gradients, autocast, I/O, projection, bad input."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -199,14 +198,13 @@ def test_projection_makes_output_consistent(task):
     assert res[True] < 0.6 * res[False], res
 
 
-def test_tiny_64px_reconstruction_is_fast_and_pads():
+def test_tiny_reconstruction_pads_and_crops():
+    # Speed is measured by benchmarks/cpu_bench.py, not asserted here.
     model = IDM(T=3).eval()
     op = BlockCS(0.1, block_size=32, img_size=(62, 58))
     x = torch.rand(1, 1, 62, 58)
-    t0 = time.perf_counter()
     with torch.no_grad():
         x_hat = model(op.A(x), op)
-    assert time.perf_counter() - t0 < 10
     assert x_hat.shape == (1, 1, 62, 58) and x_hat.dtype == torch.float32 and torch.isfinite(x_hat).all()
     op64 = BlockCS(0.1, block_size=32)
     with torch.no_grad():
