@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "idm_imaging" / "weights"
 
 
@@ -53,6 +53,15 @@ def main(argv=None) -> int:
             staging = WEIGHTS / f".{name}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(run / "model", staging)
+            if cfg["stage"] == "finetune":  # runs made before the fine-tuning stage recorded its acquisition
+                from idm_imaging.training import load_config
+                from idm_imaging.training.finetune import FinetuneStage
+
+                model_cfg = json.loads((staging / "config.json").read_text())
+                if not model_cfg.get("operator_config"):
+                    fc = load_config(cfg).finetune
+                    model_cfg["operator_config"] = FinetuneStage.operator_settings(argparse.Namespace(fc=fc))
+                    (staging / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True))
             if name == "prior-gray":
                 _to_fp16(staging)
                 # The DDNM/DPS baselines read the prior's value range from here.

@@ -74,9 +74,19 @@ class FinetuneStage:
         kwargs = dict(self.fc.idm)
         if schedule is not None:
             kwargs.setdefault("schedule", schedule)
+        kwargs.setdefault("operator_config", self.operator_settings())
         model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, **kwargs)
         model.reversible = self.fc.reversible
         return model
+
+    def operator_settings(self) -> dict:
+        """The acquisition the model is trained for, recorded in its config (users and the evaluation read it)."""
+        fc = self.fc
+        if fc.task == "cs":
+            return {"type": "BlockCS", "ratio": fc.ratio, "block_size": fc.block_size, "permute": fc.permute,
+                    "seed": fc.operator_seed}
+        return {"type": "SingleCoilFourier", "mask": "random", "acceleration": fc.acceleration,
+                "center_fraction": fc.center_fraction}
 
     def operator(self, gen: torch.Generator):
         """The step's operator (CS: one fixed matrix; MRI: a fresh random mask per step when configured)."""
