@@ -92,15 +92,17 @@ def test_bad_config_names_key(images, tmp_path, patch, key):
 
 def test_config_toml_roundtrip(tmp_path):
     cfg = load_config(REPO / "configs" / "prior-gray.toml")
-    assert cfg.stage == "prior" and cfg.prior.block_out_channels[:2] == [32, 64]
+    assert cfg.stage == "prior" and cfg.prior.block_out_channels[:2] == [48, 96]
     assert cfg.prior.down_block_types[0] == "DownBlock2D"  # no attention at the highest resolution
     # the saved JSON form loads back to the same config
     p = tmp_path / "c.json"
     p.write_text(cfg.to_json())
     assert load_config(p).to_dict() == cfg.to_dict()
     for name in ("cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x"):
-        c = load_config(REPO / "configs" / f"{name}.toml")
-        assert c.stage == "finetune" and c.finetune.reversible
+        c = load_config(REPO / "configs" / f"{name}.toml")  # CPU runs: plain autograd (faster, memory is no issue)
+        assert c.stage == "finetune" and not c.finetune.reversible and c.train.max_seconds > 0
+        g = load_config(REPO / "configs" / "gpu" / f"{name}.toml")  # GPU runs: the memory-saving reversible mode
+        assert g.stage == "finetune" and g.finetune.reversible and g.finetune.task == c.finetune.task
 
 
 # ---------------------------------------------------------------- data
