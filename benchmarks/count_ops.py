@@ -155,10 +155,9 @@ def main(argv=None) -> dict:
     text = json.dumps(res, indent=1)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
+        from idm_imaging.io import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     return res
 
 

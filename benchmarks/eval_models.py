@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import platform
 import sys
 import time
@@ -91,6 +90,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
 
 
 def write_card(name: str, metrics: dict, hardware: str) -> None:
+    from idm_imaging.io import atomic_write_text
     from idm_imaging.models.registry import resolve_checkpoint
 
     folder = resolve_checkpoint(name)
@@ -102,9 +102,7 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
             "train_seconds": info.get("seconds"), "data": {"train": info.get("data", [])},
             "evaluation": {"date": time.strftime("%Y-%m-%d"), "hardware": hardware,
                            "command": "python benchmarks/eval_models.py", "results": metrics}}
-    tmp = folder / "model_card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, folder / "model_card.json")
+    atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2))
     lines = [f"# {name}", "", f"Task: {card['task']}, operator settings: `{json.dumps(card['operator'])}`, "
              f"T = {card['T']}, backbone {card['backbone']}.", "",
              "## Training", "", "```", json.dumps(info, indent=2), "```", "",
@@ -113,9 +111,7 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
     for s, r in metrics.items():
         lines.append(f"| {s} | {r['images']} | {r['pinv_psnr']:.2f} / {r['pinv_ssim']:.3f} | "
                      f"{r['idm_psnr']:.2f} / {r['idm_ssim']:.3f} | {r['idm_seconds_per_image']:.2f} |")
-    tmp = folder / "MODEL_CARD.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, folder / "MODEL_CARD.md")
+    atomic_write_text(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:

@@ -86,10 +86,9 @@ class Bench:
     def save(self):
         self.res["elapsed_s"] = round(time.perf_counter() - self.t_start, 1)
         if self.args.out:
-            tmp = self.args.out + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.res, f, indent=1)
-            os.replace(tmp, self.args.out)
+            from idm_imaging.io import atomic_write_text
+
+            atomic_write_text(self.args.out, json.dumps(self.res, indent=1))
 
     def item(self, name, fn, need_s=0.0):
         """Run ``fn()`` and store its result under ``name``; skip when fewer than ``need_s`` seconds are left."""

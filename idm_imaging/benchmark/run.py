@@ -104,10 +104,10 @@ class BenchmarkConfig:
 
 # ----------------------------------------------------------------------------------------- helpers
 def _atomic_write(path: Path, data: bytes) -> None:
+    from idm_imaging.io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _hardware(device: torch.device) -> dict:

@@ -12,8 +12,6 @@ the operator with ``idm_imaging.operators.operator_from_config``, noise, seeds a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from idm_imaging.cli._common import (
@@ -46,23 +44,11 @@ def _stem(path: Path) -> str:
     return path.stem if path.is_file() else name
 
 
-def _write_json(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(args) -> int:
     import numpy as np
 
     from idm_imaging.inference import reconstruct_volume
-    from idm_imaging.io import write_scan
+    from idm_imaging.io import atomic_write, atomic_write_text, write_scan
 
     check_acquisition_args(args)
     inp = load_input(args.input, args)
@@ -79,15 +65,12 @@ def run(args) -> int:
                              sigma=args.sigma, seed=args.seed)
     stem = _stem(Path(args.input).expanduser())
     meas_path = out / f"{stem}_meas.npy"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{meas_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def save_measurement(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save(path) would append ".npy" to the temp name
             np.save(f, res.measurement.numpy(), allow_pickle=False)
-        os.replace(tmp, meas_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(meas_path, save_measurement)
     suffix = _pinv_suffix(inp.meta.get("format", ""), inp.volume.ndim)
     pinv = res.pinv if (suffix == ".npy" and inp.volume.is_complex()) or not res.pinv.is_complex() else res.pinv.abs()
     pinv_path = write_scan(pinv, out / f"{stem}_pinv{suffix}", inp.meta)
@@ -107,6 +90,6 @@ def run(args) -> int:
         "files": {"measurement": meas_path.name, "pinv": pinv_path.name},
     }
     json_path = out / f"{stem}_acq.json"
-    _write_json(record, json_path)
+    atomic_write_text(json_path, json.dumps(record, indent=2))
     print(f"wrote {meas_path}, {pinv_path} and {json_path}")
     return 0

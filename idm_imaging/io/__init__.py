@@ -12,6 +12,6 @@ Example::
 
 from idm_imaging.io._common import ScanReadError
 from idm_imaging.io.readers import read_scan
-from idm_imaging.io.writers import write_scan
+from idm_imaging.io.writers import atomic_write, atomic_write_text, write_scan
 
-__all__ = ["read_scan", "write_scan", "ScanReadError"]
+__all__ = ["read_scan", "write_scan", "atomic_write", "atomic_write_text", "ScanReadError"]

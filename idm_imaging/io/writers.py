@@ -64,7 +64,7 @@ def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta:
         raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: it is a folder")
-    _atomic_write(path, suffix, lambda tmp: writer(arr, tmp, meta, path))
+    atomic_write(path, lambda tmp: writer(arr, tmp, meta, path), suffix)
     return path
 
 
@@ -84,8 +84,13 @@ def _as_array(tensor: Any) -> np.ndarray:
     return arr
 
 
-def _atomic_write(path: Path, suffix: str, write: Callable[[str], None]) -> None:
-    # The temp name keeps the real suffix: nibabel picks gzip from it.
+def atomic_write(path: os.PathLike | str, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
+
+    Nothing half-written is ever left at ``path``: on any failure the temporary file is removed and an existing
+    ``path`` is untouched. ``suffix`` is kept at the end of the temporary name (nibabel picks gzip from it).
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(fd)
     try:
@@ -98,6 +103,12 @@ def _atomic_write(path: Path, suffix: str, write: Callable[[str], None]) -> None
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _real(arr: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ same way) names the newest complete one, so a process killed at any moment leave
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from idm_imaging.io import atomic_write_text
 
 __all__ = ["flatten_state", "unflatten_state", "save_state", "load_state", "rng_state", "set_rng_state",
            "atomic_write_text", "latest_checkpoint", "load_model_weights", "prune_checkpoints"]
@@ -104,10 +104,6 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
