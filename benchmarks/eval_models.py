@@ -99,7 +99,7 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
     cfg = json.loads((folder / "config.json").read_text())
     card = {"name": name, "task": cfg.get("task"), "operator": cfg.get("operator_config"), "T": cfg.get("T"),
             "backbone": cfg.get("backbone_type"), "training": info,
-            "train_seconds": info.get("seconds"), "data": {"train": info.get("data", [])},
+            "train_seconds": info.get("total_seconds", info.get("seconds")), "data": {"train": info.get("data", [])},
             "evaluation": {"date": time.strftime("%Y-%m-%d"), "hardware": hardware,
                            "command": "python benchmarks/eval_models.py", "results": metrics}}
     atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2))

@@ -4,7 +4,9 @@ SOURCE is the GPU run's models.tar or a runs folder (benchmarks/train_cpu.sh wri
 
 The prior is stored in float16 to keep the shipped weights small (it is cast back to float32 on load); each
 folder gets a ``training.json`` with the run's facts (steps, seconds, device, data, final loss).
-Usage: python benchmarks/install_models.py SOURCE [--date YYYY-MM-DD] [--device "NVIDIA H200"]
+A run that continued an embedded model (``finetune.init``) keeps that model's ``training.json`` under
+``continued_from`` and adds ``total_steps`` / ``total_seconds``.
+Usage: python benchmarks/install_models.py SOURCE [--date YYYY-MM-DD] [--device "NVIDIA H200"] [--configs configs/gpu]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("source", help="models.tar or a runs folder")
     ap.add_argument("--date", default="")
     ap.add_argument("--device", default="")
+    ap.add_argument("--configs", default="configs/gpu", help="folder of the runs' config files (recorded in training.json)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(args.source)
@@ -48,7 +51,15 @@ def main(argv=None) -> int:
                     "patch_size": cfg["data"]["patch_size"], "batch_size": cfg["data"]["batch_size"],
                     "lr": cfg["train"]["lr"], "schedule": cfg["train"]["schedule"],
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
-                    "config": f"configs/gpu/{name}.toml"}
+                    "config": f"{args.configs.rstrip('/')}/{name}.toml"}
+            init = (cfg.get("finetune") or {}).get("init")
+            if init:
+                prev_file = WEIGHTS / Path(init).name / "training.json"
+                prev = json.loads(prev_file.read_text()) if prev_file.is_file() else {}
+                info["init"] = init
+                info["continued_from"] = prev
+                info["total_steps"] = prev.get("total_steps", prev.get("steps", 0)) + info["steps"]
+                info["total_seconds"] = round(prev.get("total_seconds", prev.get("seconds", 0)) + info["seconds"], 2)
             dest = WEIGHTS / name
             staging = WEIGHTS / f".{name}.tmp"
             shutil.rmtree(staging, ignore_errors=True)

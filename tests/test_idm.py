@@ -13,6 +13,7 @@ BACKBONES = ["UNet2DConditionModel", "UNet2DModel"]
 
 
 def _problem(task, size=32, batch=2, dtype=torch.float64, seed=0):
+    task = task.split("-")[0]
     g = torch.Generator().manual_seed(seed)
     if task == "cs":
         op = BlockCS(0.25, block_size=16, seed=seed)
@@ -26,19 +27,21 @@ def _problem(task, size=32, batch=2, dtype=torch.float64, seed=0):
 
 
 def _model(backbone, task, T=2, dtype=torch.float64, jitter=0.02):
+    """``task``: "cs", "mri" (re/im as two channels) or "mri-batch" (re/im as two batch images)."""
     torch.manual_seed(0)
-    m = IDM(backbone_type=backbone, T=T, task=task).to(dtype)
+    extra = {"complex_as_batch": True} if task == "mri-batch" else {}
+    m = IDM(backbone_type=backbone, T=T, task=task.split("-")[0], **extra).to(dtype)
     with torch.no_grad():  # move off the zero-initialised injectors / m = 0 so every path carries gradient
         for p in m.parameters():
             p.add_(jitter * torch.randn_like(p))
     return m
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone,task", [(b, "cs") for b in BACKBONES] + [("UNet2DConditionModel", "mri-batch")])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-5), (torch.float32, 1e-3)])
-def test_every_coupling_and_sampler_invert(backbone, dtype, tol):
-    model = _model(backbone, "cs", dtype=dtype)
-    op, _, y = _problem("cs", dtype=dtype)
+def test_every_coupling_and_sampler_invert(backbone, task, dtype, tol):
+    model = _model(backbone, task, dtype=dtype)
+    op, _, y = _problem(task, dtype=dtype)
     records = []
 
     def hook(mod, args, out):
@@ -71,7 +74,7 @@ def _all_grads(model, y, op, reversible):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("task", ["cs", "mri"])
+@pytest.mark.parametrize("task", ["cs", "mri", "mri-batch"])
 def test_reversible_gradients_equal_plain(backbone, task):
     model = _model(backbone, task)
     op, _, y = _problem(task)
@@ -180,7 +183,7 @@ def test_sd15_config_parameter_count():
     assert model.unet.downsampling == 4 and model.adapter.r == 2
 
 
-@pytest.mark.parametrize("task", ["cs", "mri"])
+@pytest.mark.parametrize("task", ["cs", "mri", "mri-batch"])
 def test_projection_makes_output_consistent(task):
     model = _model("UNet2DConditionModel", task)
     op, _, y = _problem(task)
@@ -209,6 +212,21 @@ def test_tiny_reconstruction_pads_and_crops():
     op64 = BlockCS(0.1, block_size=32)
     with torch.no_grad():
         assert model(op64.A(torch.rand(2, 1, 64, 64)), op64).shape == (2, 1, 64, 64)
+
+
+def test_complex_as_batch_feeds_the_grayscale_prior_per_image():
+    # re/im go through the UNet as grayscale images at the prior's own pixel unshuffle (r = 2 for 4 channels),
+    # and folding them into the batch must not mix images: each output depends on its own measurement only.
+    model = _model("UNet2DConditionModel", "mri-batch")
+    assert model.adapter.r == 2 and model.adapter.conv_in is None
+    assert _model("UNet2DConditionModel", "mri").adapter.r == 1
+    op, _, y = _problem("mri", batch=3)
+    with torch.no_grad():
+        whole = model(y, op)
+        for b in range(3):
+            assert (model(y[b:b + 1], op) - whole[b:b + 1]).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="complex_as_batch"):
+        IDM(T=1, task="cs", complex_as_batch=True)
 
 
 def test_mri_returns_complex():

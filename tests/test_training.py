@@ -103,6 +103,9 @@ def test_config_toml_roundtrip(tmp_path):
         assert c.stage == "finetune" and not c.finetune.reversible and c.train.max_seconds > 0
         g = load_config(REPO / "configs" / "gpu" / f"{name}.toml")  # GPU runs: the memory-saving reversible mode
         assert g.stage == "finetune" and g.finetune.reversible and g.finetune.task == c.finetune.task
+        k = load_config(REPO / "configs" / "continue" / f"{name}.toml")  # session-2 CPU runs: bf16, plain
+        assert k.train.mixed_precision == "bf16" and not k.finetune.reversible and k.finetune.task == c.finetune.task
+        assert bool(k.finetune.init) != bool(k.finetune.prior)
 
 
 # ---------------------------------------------------------------- data
@@ -284,3 +287,39 @@ def test_finetune_l1_decreases(images, tmp_path, tiny_prior, task):
     assert model.reversible and model.config.task == task
     after = l1(model)
     assert after < 0.8 * before, (before, after)
+
+
+def test_finetune_init_continues_from_a_trained_idm(images, tmp_path, tiny_prior):
+    """``finetune.init`` starts from an IDM (folder or embedded name) instead of a prior: same weights at step 0,
+    the config's acquisition recorded, task/T mismatches and prior+init named as config keys."""
+    from idm_imaging.models import IDM
+    from idm_imaging.models.registry import resolve_checkpoint
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune", steps=2)
+    d["finetune"]["prior"] = str(tiny_prior)
+    first = FinetuneStage(load_config(d)).build_model()
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    first.save_pretrained(tmp_path / "first")
+
+    d["finetune"]["prior"] = ""
+    d["finetune"]["init"] = str(tmp_path / "first")
+    d["finetune"]["ratio"] = 0.3
+    stage = FinetuneStage(load_config(d))
+    cont = stage.build_model()
+    assert cont.config.operator_config["ratio"] == 0.3 and cont.reversible == d["finetune"].get("reversible", True)
+    a, b = first.state_dict(), cont.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    out = train(d)
+    assert IDM.from_pretrained(out / "model").config.operator_config["ratio"] == 0.3
+    assert json.loads((out / "train_config.json").read_text())["finetune"]["init"] == str(tmp_path / "first")
+
+    with pytest.raises(ValueError, match="'finetune.init'.*task"):
+        FinetuneStage(load_config({**d, "finetune": {**d["finetune"], "task": "mri"}})).build_model()
+    with pytest.raises(ValueError, match="'finetune.prior'"):
+        load_config({**d, "finetune": {**d["finetune"], "prior": str(tiny_prior)}})
+    # an embedded prior by name
+    d["finetune"].update(prior="prior-gray", init="")
+    assert FinetuneStage(load_config(d)).prior_path == resolve_checkpoint("prior-gray")

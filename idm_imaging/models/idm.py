@@ -104,6 +104,11 @@ class IDM(ModelMixin, ConfigMixin):
             ``operator.get_config()``).
         reversible: memory-saving reversible backward (True) or plain autograd (False); same parameters.
         schedule: DDIM scheduler kwargs of the prior used to initialise the learned alphas.
+        complex_as_batch: task ``"mri"`` only. True: the real and imaginary parts go through the UNet as two
+            grayscale images of the batch, so a grayscale prior sees the input it was trained on (pixel
+            unshuffle, half resolution); the projection and the injectors' ``A^+ A`` still act on the complex
+            image. False (the first shipped MRI models): the two parts are the image's two channels, mapped to
+            the UNet's channels by learned 1x1 convs at full resolution (4x the UNet cost of a grayscale image).
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
@@ -133,6 +138,7 @@ class IDM(ModelMixin, ConfigMixin):
         operator_config: dict | None = None,
         reversible: bool = True,
         schedule: dict | None = None,
+        complex_as_batch: bool = False,
     ):
         super().__init__()
         if backbone_type not in SUPPORTED_BACKBONES:
@@ -141,6 +147,8 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"T: number of sampling steps must be an int >= 1, got {T!r}")
         if task not in TASKS:
             raise ValueError(f"task: must be one of {list(TASKS)}, got {task!r}")
+        if complex_as_batch and task != "mri":
+            raise ValueError("complex_as_batch: only for task 'mri' (complex images)")
         if image_channels != 1:
             raise ValueError(f"image_channels: only single-channel (grayscale or complex) images are supported, got {image_channels}")
         if backbone_config is None:
@@ -150,6 +158,7 @@ class IDM(ModelMixin, ConfigMixin):
         backbone_config = clean_config(backbone_config)
         schedule = dict(schedule or _DEFAULT_SCHEDULES[backbone_type])
         self.register_to_config(backbone_config=backbone_config, schedule=schedule)  # record the defaults used
+        self.complex_as_batch = bool(complex_as_batch)
         self._build(backbone_type, backbone_config, T, task, schedule, unet=None)
         self.reversible = reversible
         #: range-null-space projection on (True) or off (ablation / checks only; not saved)
@@ -157,7 +166,7 @@ class IDM(ModelMixin, ConfigMixin):
 
     def _build(self, backbone_type, backbone_config, T, task, schedule, unet):
         self.T, self.task, self.is_complex = T, task, task == "mri"
-        c = 2 if self.is_complex else 1
+        c = 2 if self.is_complex and not self.complex_as_batch else 1  # image channels the UNet sees
         if unet is None:
             unet = build_diffusers_unet(backbone_type, backbone_config)
         self.adapter = ImageAdapter(c, int(unet.config.in_channels), int(unet.config.out_channels))
@@ -217,8 +226,16 @@ class IDM(ModelMixin, ConfigMixin):
         a = self.alphas()
         t = self.T - 1 - k
         a_t = a[t]
-        uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=partial(self._inject_project, ctx=ctx))
-        eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
+        project = partial(self._inject_project, ctx=ctx)
+        if self.complex_as_batch:  # (B, 2, H, W) <-> (2B, 1, H, W): re/im as two grayscale images
+            fold = lambda v: v.reshape(-1, 1, *v.shape[-2:])  # noqa: E731
+            unfold = lambda v: v.reshape(-1, 2, *v.shape[-2:])  # noqa: E731
+            uctx = types.SimpleNamespace(step=k, aty=fold(ctx.aty_padded), project=lambda im: fold(project(unfold(im))))
+            h = self.unet(self.adapter.to_unet(fold(self._pad(x, ctx))), uctx)
+            eps = self._crop(unfold(self.adapter.from_unet(h)), ctx)
+        else:
+            uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=project)
+            eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         if self.projection:
             x0 = self._project(x0, ctx)

@@ -179,13 +179,16 @@ class PriorConfig:
 class FinetuneConfig:
     """Stage (b): IDM end-to-end fine-tuning with L1 on the output for one task.
 
-    ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``) given to
-    ``IDM.from_diffusers``. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed=operator_seed)``, one
+    ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
+    embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an embedded name such as ``"mri-4x"``
+    or an ``IDM.save_pretrained`` folder), for fine-tuning a shipped model on your own data or training
+    across sessions; its task and T must match this section. Give exactly one of the two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed=operator_seed)``, one
     fixed matrix as in the paper. ``task = "mri"``: ``SingleCoilFourier(make_mask("random", (P, P),
     acceleration, center_fraction, seed))`` with a fresh mask seed per step when ``fresh_mask_per_step``.
     """
 
     prior: str = ""
+    init: str = ""
     T: int = 3
     task: str = "cs"
     reversible: bool = True
@@ -200,8 +203,10 @@ class FinetuneConfig:
     noise_sigma: float = 0.0  # measurement noise std during training
 
     def validate(self) -> None:
-        _check(isinstance(self.prior, str) and self.prior != "", "finetune.prior",
-               "a path to a diffusers UNet folder")
+        _check(isinstance(self.prior, str) and isinstance(self.init, str), "finetune.prior",
+               "a path to a diffusers UNet folder (finetune.init: an IDM name or folder)")
+        _check(bool(self.prior) != bool(self.init), "finetune.prior",
+               "given, or else finetune.init (an IDM to continue from), but not both")
         _check(self.T >= 1, "finetune.T", ">= 1")
         _check(self.task in ("cs", "mri"), "finetune.task", "'cs' or 'mri'")
         _check(0 < self.ratio <= 1, "finetune.ratio", "in (0, 1]")
@@ -253,7 +258,10 @@ class RunConfig:
         d["output_dir"] = str(self.output_path)
         d["data"]["train"] = [str(self.resolve(p)) for p in self.data.train]
         if self.finetune is not None:
-            d["finetune"]["prior"] = str(self.resolve(self.finetune.prior))
+            for key in ("prior", "init"):
+                value = d["finetune"][key]
+                if value and not _is_embedded_name(value):
+                    d["finetune"][key] = str(self.resolve(value))
         else:
             d.pop("finetune")
         if self.stage == "finetune":
@@ -262,6 +270,12 @@ class RunConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _is_embedded_name(value: str) -> bool:
+    from idm_imaging.models.registry import REGISTRY
+
+    return value in REGISTRY
 
 
 def _check(ok: bool, key: str, what: str) -> None:

@@ -9,8 +9,9 @@ For a clean patch ``x`` (B, 1, P, P): ``y = A x (+ sigma n)``, ``x_hat = IDM(y, 
   with ``fresh_mask_per_step`` the mask seed is drawn from the step's generator (better generalisation to
   unseen masks), else ``operator_seed``. Complex data stay complex; magnitude data enter as real-valued complex.
 
-The model is ``IDM.from_diffusers(prior, T=T, task=task, **idm)`` with ``model.reversible`` from the config and
-is saved with ``IDM.save_pretrained``.
+The model is ``IDM.from_diffusers(prior, T=T, task=task, **idm)`` (or ``IDM.from_pretrained(init)`` when
+continuing from a trained IDM) with ``model.reversible`` from the config and is saved with
+``IDM.save_pretrained``.
 """
 
 from __future__ import annotations
@@ -58,9 +59,17 @@ class FinetuneStage:
 
         self.cfg = cfg
         self.fc = cfg.finetune
-        self.prior_path = cfg.resolve(self.fc.prior)
-        if not self.prior_path.is_dir():
+        from idm_imaging.models.registry import REGISTRY, resolve_checkpoint
+
+        if self.fc.prior in REGISTRY:  # an embedded prior, e.g. "prior-gray"
+            self.prior_path = resolve_checkpoint(self.fc.prior)
+        else:
+            self.prior_path = cfg.resolve(self.fc.prior) if self.fc.prior else None
+        if self.prior_path is not None and not self.prior_path.is_dir():
             raise ValueError(f"config key 'finetune.prior': {self.prior_path} is not a diffusers UNet folder")
+        self.init_source = None
+        if self.fc.init:
+            self.init_source = self.fc.init if self.fc.init in REGISTRY else str(cfg.resolve(self.fc.init))
         mode = cfg.data.complex_mode
         self.complex_mode = ("complex" if self.fc.task == "mri" else "magnitude") if mode == "auto" else mode
         if self.fc.task == "cs" and self.complex_mode == "complex":
@@ -70,6 +79,8 @@ class FinetuneStage:
     def build_model(self) -> torch.nn.Module:
         from idm_imaging.models import IDM
 
+        if self.init_source is not None:
+            return self._continued_model()
         unet, schedule = load_prior(self.prior_path)
         kwargs = dict(self.fc.idm)
         if schedule is not None:
@@ -78,6 +89,21 @@ class FinetuneStage:
         model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, **kwargs)
         model.reversible = self.fc.reversible
         return model
+
+    def _continued_model(self) -> torch.nn.Module:
+        from idm_imaging.models import IDM
+
+        try:
+            model = IDM.from_pretrained(self.init_source)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"config key 'finetune.init': cannot load an IDM from {self.init_source!r}: {err}") from err
+        for key, want in (("task", self.fc.task), ("T", self.fc.T)):
+            if model.config[key] != want:
+                raise ValueError(f"config key 'finetune.init': {self.init_source!r} has {key} = {model.config[key]!r}, "
+                                 f"but finetune.{key} = {want!r}")
+        model.register_to_config(operator_config=self.operator_settings())
+        model.reversible = self.fc.reversible
+        return model.float()
 
     def operator_settings(self) -> dict:
         """The acquisition the model is trained for, recorded in its config (users and the evaluation read it)."""
