@@ -111,7 +111,7 @@ def reconstruct_volume(
 ) -> VolumeReconstruction:
     """Reconstruct a 2-D image or 3-D volume slice by slice: :func:`iter_reconstruct_volume` run to the end.
 
-    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``); ``progress`` is
+    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``, ``precision``); ``progress`` is
     called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
     """
     steps = iter_reconstruct_volume(volume, operator_factory, model, **options)
@@ -135,6 +135,7 @@ def iter_reconstruct_volume(
     sigma: float = 0.0,
     seed: int = 0,
     name: str = "volume",
+    precision: str = "fp32",
 ) -> Generator[tuple[int, int], None, VolumeReconstruction]:
     """Reconstruct a 2-D image or 3-D volume slice by slice, ``batch_size`` slices per model call, step by step.
 
@@ -154,6 +155,9 @@ def iter_reconstruct_volume(
         sigma: std of Gaussian measurement noise added in normalised units (simulation only, >= 0).
         seed: noise seed of slice 0 (slice i uses ``seed + i``).
         name: what error messages call ``volume``.
+        precision: ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement
+            projection stays float32). About 1.8x faster on CPUs with AVX512-BF16/AMX and on GPUs; the PSNR
+            change is reported by ``benchmarks/cpu_bench.py --amp bf16 --model NAME``.
 
     Returns:
         :class:`VolumeReconstruction` with outputs in the input's units and shape.
@@ -164,6 +168,8 @@ def iter_reconstruct_volume(
         raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
     if model is not None and not callable(model):
         raise TypeError(f"model: expected a callable model(y, operator) or None, got {type(model).__name__}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
     if not callable(operator_factory):
         raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
     dev = resolve_device(device)
@@ -207,7 +213,9 @@ def iter_reconstruct_volume(
             meas.append(y.cpu())
             pinv.append(op.A_dagger(y)[:, 0].cpu())
             if model is not None:
-                out = model(y, op)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    out = model(y, op)
+                out = out.to(torch.complex64 if out.is_complex() else torch.float32)
                 if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != (stop - start, 1):
                     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(f"model: expected an output of shape ({stop - start}, 1, H, W), got {got}")

@@ -228,6 +228,7 @@ def reconstruct(
     model_name: str = "IDM",
     device: str = "cpu",
     batch_size: int = 4,
+    precision: str = "fp32",
     kspace: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
@@ -246,6 +247,7 @@ def reconstruct(
             must match ``acquisition.task``.
         device: torch device string ("auto", "cpu", "cuda:0", "mps").
         batch_size: slices per forward pass.
+        precision: "fp32" or "bf16" (the model under bfloat16 autocast; see ``iter_reconstruct_volume``).
         kspace: measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
         mask: sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
         cancel: callable or ``threading.Event``; when true between batches the run stops and returns None.
@@ -291,7 +293,7 @@ def reconstruct(
     t0 = time.perf_counter()
     steps = iter_reconstruct_volume(data, lambda hw: acquisition.operator(hw, mask=m), model, batch_size=batch_size,
                                     device=dev, measured=measured, sigma=acquisition.sigma, seed=acquisition.seed,
-                                    name=name_in)
+                                    name=name_in, precision=precision)
     try:
         while True:
             try:

@@ -84,13 +84,14 @@ class IDMReconstructionWidget(Container):
         self.device = ComboBox(label="device", choices=_engine.available_devices())
         # CPU: one slice per step so progress moves at once; accelerators: batches fill the device
         self.batch_size = SpinBox(label="batch size", value=1 if self.device.value == "cpu" else 8, min=1, max=256)
+        self.bf16 = CheckBox(label="faster (bf16)", value=False)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
         self.metrics = Label(label="metrics", value="")
         self.extend([self.input, self.mode, self.mask_kind, self.acceleration, self.center_fraction, self.ratio,
                      self.block_size, self.permute, self.kspace, self.mask, self.seed, self.sigma, self.model,
-                     self.checkpoint, self.device, self.batch_size, self.run_button, self.cancel_button,
+                     self.checkpoint, self.device, self.batch_size, self.bf16, self.run_button, self.cancel_button,
                      self.progress, self.metrics])
 
         self.mode.changed.connect(self._update_visibility)
@@ -156,7 +157,8 @@ class IDMReconstructionWidget(Container):
         """Collect and validate the run's inputs on the GUI thread (raises ValueError with a clear message)."""
         acq = self.acquisition()
         job: dict[str, Any] = {"acquisition": acq, "device": self.device.value,
-                               "batch_size": int(self.batch_size.value)}
+                               "batch_size": int(self.batch_size.value),
+                               "precision": "bf16" if self.bf16.value else "fp32"}
         if acq.mode == "measured":
             if self.kspace.value is None or self.mask.value is None:
                 raise ValueError("measured k-space: choose a k-space layer (complex data) and a mask layer")

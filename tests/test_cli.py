@@ -110,6 +110,24 @@ def test_reconstruct_nifti_volume_keeps_affine(tmp_path, capsys, tiny_mri_model)
     assert [r.split()[0] for r in rows[1:]] == ["zero-filled", "IDM"]  # both rows of the metric table
 
 
+def test_reconstruct_bf16_close_to_fp32(tmp_path, capsys, tiny_mri_model):
+    """--precision bf16 runs the UNet under bfloat16 autocast: close to the fp32 result, but not the same numbers."""
+    np.save(tmp_path / "img.npy", _phantom(32))
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        code, _, err = _run(["reconstruct", tmp_path / "img.npy", "--out", tmp_path / f"{precision}.npy", "--task", "mri",
+                             "--mask", "random", "--acceleration", 4, "--model", tiny_mri_model, "--device", "cpu",
+                             "--precision", precision], capsys)
+        assert code == 0, err
+        outs[precision] = np.load(tmp_path / f"{precision}.npy", allow_pickle=False)
+    rel = np.linalg.norm(outs["bf16"] - outs["fp32"]) / np.linalg.norm(outs["fp32"])
+    assert 0 < rel < 0.02, rel
+    from idm_imaging.inference import reconstruct_volume
+
+    with pytest.raises(ValueError, match="precision"):
+        reconstruct_volume(_phantom(32), lambda hw: None, None, precision="fp16")
+
+
 def test_reconstruct_dicom_series_writes_nifti_with_dicom_spacing(tmp_path, capsys):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid

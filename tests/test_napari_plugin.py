@@ -144,6 +144,19 @@ def test_tiny_idm_runs_through_engine():
     assert res.layers[1].metadata["idm_imaging"]["model"] == "tiny"
 
 
+def test_engine_bf16_close_to_fp32():
+    idm = pytest.importorskip("idm_imaging.models").IDM
+    torch.manual_seed(0)
+    model = idm(T=1, task="mri")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))  # off the zero-initialised injectors, so the UNet matters
+    out = {prec: run_to_completion(make_phantom(32), Acquisition(acceleration=4), model=model, precision=prec,
+                                   name="p").layers[1].data for prec in ("fp32", "bf16")}
+    rel = np.linalg.norm(out["bf16"] - out["fp32"]) / np.linalg.norm(out["fp32"])
+    assert 0 < rel < 0.02, rel
+
+
 @pytest.mark.slow
 def test_embedded_mri_model_beats_zero_filled():
     """With a shipped mri-4x model, IDM must beat the zero-filled reconstruction on the brain sample."""
