@@ -5,7 +5,10 @@ For each model: PSNR/SSIM of IDM next to the pseudo-inverse (CS: Set11 and BSD68
 then ``model_card.json`` and ``MODEL_CARD.md`` in the model's folder (training facts come from the
 ``training.json`` packed beside the weights).
 
-    python benchmarks/eval_models.py [--models cs-0.1 mri-4x ...] [--limit N] [--datasets ../shared/datasets]
+    python benchmarks/eval_models.py [--models cs-0.1 mri-4x ...] [--limit N] [--datasets ../shared/datasets] [--bf16]
+
+``--bf16`` also reconstructs every image under bfloat16 autocast (``--precision bf16`` of the command line) and
+reports its PSNR, the PSNR change against float32 and its seconds per image.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def operator_for(model, shape, index):
                                               center_fraction=oc.get("center_fraction"), seed=1000 + index)
 
 
-def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
+def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool = False) -> dict:
     from idm_imaging import IDM
     from idm_imaging.io import read_scan
     from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
@@ -57,8 +60,8 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
         if not files:
             log(f"{name}: {set_name} skipped (no files under {datasets / pattern})")
             continue
-        rows = {"pinv": [], "idm": []}
-        seconds = 0.0
+        rows = {"pinv": [], "idm": []} | ({"idm_bf16": []} if bf16 else {})
+        seconds = seconds_bf16 = 0.0
         for i, f in enumerate(files):
             x, _ = read_scan(f)
             if task == "mri":
@@ -72,7 +75,14 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
                 rec = model(y, op)
                 seconds += time.perf_counter() - t0
             pinv = op.A_dagger(y)
-            for key, r in (("pinv", pinv), ("idm", rec)):
+            outputs = [("pinv", pinv), ("idm", rec)]
+            if bf16:
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    t0 = time.perf_counter()
+                    rec16 = model(y, op)
+                    seconds_bf16 += time.perf_counter() - t0
+                outputs.append(("idm_bf16", rec16.to(rec.dtype)))
+            for key, r in outputs:
                 r = r[0, 0]
                 if task == "cs":
                     rows[key].append((psnr_y(r.clamp(0, 1), x), ssim_y(r.clamp(0, 1), x)))
@@ -85,6 +95,10 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print) -> dict:
                for k, v in rows.items() for j, m in enumerate(("psnr", "ssim"))},
             "idm_seconds_per_image": round(seconds / len(files), 3),
         }
+        if bf16:
+            res = results[set_name]
+            res["idm_bf16_seconds_per_image"] = round(seconds_bf16 / len(files), 3)
+            res["bf16_psnr_change"] = round(res["idm_bf16_psnr"] - res["idm_psnr"], 3)
         log(f"{name} {set_name}: {results[set_name]}")
     return results
 
@@ -111,6 +125,10 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
     for s, r in metrics.items():
         lines.append(f"| {s} | {r['images']} | {r['pinv_psnr']:.2f} / {r['pinv_ssim']:.3f} | "
                      f"{r['idm_psnr']:.2f} / {r['idm_ssim']:.3f} | {r['idm_seconds_per_image']:.2f} |")
+    if any("bf16_psnr_change" in r for r in metrics.values()):
+        lines += ["", "bfloat16 autocast (`--precision bf16`): "
+                  + "; ".join(f"{s} {r['idm_bf16_psnr']:.2f} dB ({r['bf16_psnr_change']:+.3f} dB), "
+                              f"{r['idm_bf16_seconds_per_image']:.2f} s/image" for s, r in metrics.items())]
     atomic_write_text(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
 
 
@@ -122,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most N images per set")
     ap.add_argument("--datasets", default=str(ROOT.parent / "shared" / "datasets"))
     ap.add_argument("--no-cards", action="store_true", help="print only, do not write model cards")
+    ap.add_argument("--bf16", action="store_true", help="also reconstruct under bfloat16 autocast and report the change")
     args = ap.parse_args(argv)
     datasets = Path(args.datasets)
     if not datasets.is_dir():
@@ -129,7 +148,7 @@ def main(argv=None) -> int:
         return 2
     hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
     for name in args.models:
-        metrics = evaluate(name, datasets, args.limit)
+        metrics = evaluate(name, datasets, args.limit, bf16=args.bf16)
         if not args.no_cards:
             write_card(name, metrics, hardware)
     return 0

@@ -434,13 +434,14 @@ def _varnet_for(acc, cfg: BenchmarkConfig, data_root: Path, record: dict, dev, r
     if not cfg.varnet:
         rec.skip("main", f"VarNet {setting}", "disabled (varnet=False)")
         return None
-    if record.get("train"):
+    patterns = []
+    if record.get("train"):  # run folders record glob patterns; model cards only the set names
         base = Path(record["train_base"])
         patterns = [p if os.path.isabs(p) else str((base / p).resolve()) for p in record["train"]]
         source = "the IDM model's recorded training data"
-    else:
+    if not any(glob.glob(p) for p in patterns):
         patterns = [str(data_root / p) for p in cfg.varnet_train]
-        source = "the benchmark's MRI training sets (IDM model's data record not found)"
+        source = "the benchmark's MRI training sets (the IDM model records no usable data patterns)"
     if not any(glob.glob(p) for p in patterns):
         rec.skip("main", f"VarNet {setting}", f"no MRI training data found ({patterns[:2]}...)")
         return None
