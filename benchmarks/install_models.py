@@ -50,9 +50,13 @@ def main(argv=None) -> int:
                     "date": args.date, "stage": cfg["stage"], "data": [Path(p).parent.name for p in cfg["data"]["train"]],
                     "patch_size": cfg["data"]["patch_size"], "batch_size": cfg["data"]["batch_size"],
                     "lr": cfg["train"]["lr"], "schedule": cfg["train"]["schedule"],
+                    "mixed_precision": cfg["train"].get("mixed_precision", "auto"),
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                     "config": f"{args.configs.rstrip('/')}/{name}.toml"}
-            init = (cfg.get("finetune") or {}).get("init")
+            ft = cfg.get("finetune") or {}
+            if ft.get("prior"):
+                info["prior"] = Path(ft["prior"]).name if Path(ft["prior"]).name != "model" else ft["prior"]
+            init = ft.get("init")
             if init:
                 prev_file = WEIGHTS / Path(init).name / "training.json"
                 prev = json.loads(prev_file.read_text()) if prev_file.is_file() else {}
