@@ -25,9 +25,11 @@ def _operator_text(op: dict | None) -> str:
         return "-"
     if op.get("type") == "BlockCS":
         return f"BlockCS ratio={op.get('ratio')} B={op.get('block_size')}"
-    mp = op.get("mask_params") or {}
-    if mp:
-        return f"SingleCoilFourier {mp.get('kind')} {mp.get('acceleration'):g}x"
+    mp = op.get("mask_params") or op  # the fine-tuning stage records the mask settings at the top level
+    kind, acc = mp.get("kind", mp.get("mask")), mp.get("acceleration")
+    if kind and isinstance(acc, (int, float)):
+        cf = mp.get("center_fraction")
+        return f"SingleCoilFourier {kind} {acc:g}x" + (f" centre {cf:g}" if cf else "")
     return json.dumps(op)[:60]
 
 
