@@ -237,7 +237,27 @@ for ax, (t, im) in zip(axes, (("reference", test), (f"pseudo-inverse {psnr_y(pin
 plt.tight_layout(); plt.show()
 print("a few CPU steps only: the fine-tuned model is a smoke test, not a useful reconstructor yet")"""),
         new_markdown_cell("Use it from the command line: `idm-imaging reconstruct scan.png --out rec.png --task cs "
-                          "--ratio 0.25 --block-size 16 --model <output_dir>/model`."),
+                          "--ratio 0.25 --block-size 16 --model <output_dir>/model`.\n\n"
+                          "## Or continue a shipped model on your images\n\n`finetune.init` starts from an "
+                          "embedded model (or any saved IDM folder) instead of a prior: the same acquisition "
+                          "(here `cs-0.1`: block 32, permuted, seed 0), your data, a small learning rate."),
+        new_code_cell("""\
+steps_more = 3 if SMALL else 10
+more_cfg = {
+    "stage": "finetune", "seed": 0, "output_dir": str(work / "cs-0.1-mine"),
+    "data": {"train": [str(folder / "*.png")], "patch_size": 64, "batch_size": 2, "num_workers": 0},
+    "train": {"steps": steps_more, "lr": 2e-5, "schedule": "constant", "checkpoint_every": steps_more,
+              "log_every": 1, "device": "cpu"},
+    "finetune": {"init": "cs-0.1", "T": 3, "task": "cs", "ratio": 0.1, "block_size": 32, "permute": True,
+                 "operator_seed": 0, "reversible": False},
+}
+t0 = time.perf_counter(); mine_dir = train(more_cfg); print(f"continued: {time.perf_counter() - t0:.1f} s ->", mine_dir)
+op10 = BlockCS(0.1, block_size=32, permute=True, seed=0, img_size=(64, 64))
+y10 = op10.A(torch.from_numpy(test)[None, None])
+for label, src in (("shipped cs-0.1", "cs-0.1"), ("continued on my images", Path(mine_dir) / "model")):
+    with torch.no_grad():
+        out = IDM.from_pretrained(src).eval()(y10, op10)[0, 0].clamp(0, 1).numpy()
+    print(f"{label:24s} {psnr_y(out, test):.2f} dB")"""),
     ]
 
 

@@ -214,6 +214,22 @@ def test_tiny_reconstruction_pads_and_crops():
         assert model(op64.A(torch.rand(2, 1, 64, 64)), op64).shape == (2, 1, 64, 64)
 
 
+def test_block_cs_off_block_size_reconstructs_the_padded_grid():
+    # 30x27 is no multiple of the block (16): the cropped adjoint is no projection, so IDM works on the padded
+    # 32x32 grid, where A_dagger is exact, and crops; same numbers as calling it with the uncropped operator.
+    model = _model("UNet2DConditionModel", "cs")
+    op = BlockCS(0.25, block_size=16, seed=3, img_size=(30, 27))
+    x = torch.rand(2, 1, 30, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = op.A(x)
+    full = op.without_crop()
+    assert full.img_size is None and (full.ratio, full.seed, full.permute) == (op.ratio, op.seed, op.permute)
+    assert torch.allclose(full.A(torch.nn.functional.pad(x, (0, 5, 0, 2))), y)
+    with torch.no_grad():
+        cropped, padded = model(y, op), model(y, full)
+    assert cropped.shape == (2, 1, 30, 27) and padded.shape == (2, 1, 32, 32)
+    assert torch.allclose(cropped, padded[..., :30, :27], atol=1e-12)
+
+
 def test_complex_as_batch_feeds_the_grayscale_prior_per_image():
     # re/im go through the UNet as grayscale images at the prior's own pixel unshuffle (r = 2 for 4 channels),
     # and folding them into the batch must not mix images: each output depends on its own measurement only.

@@ -265,6 +265,8 @@ class IDM(ModelMixin, ConfigMixin):
         x, ctx = self._prepare(y, operator)
         y1, y2 = self.sampler(x, x * self.input_scale, (), ctx)
         out = y1 + y2 * self.merge_scale
+        if ctx.out_size is not None:
+            out = out[..., : ctx.out_size[0], : ctx.out_size[1]]
         return self._to_complex(out)
 
     def _prepare(self, y, operator):
@@ -275,6 +277,13 @@ class IDM(ModelMixin, ConfigMixin):
                  if self.is_complex else rdtype)
         if isinstance(operator, nn.Module):
             operator = operator.to(device)
+        out_size = None
+        size = getattr(operator, "img_size", None)
+        if size is not None and callable(getattr(operator, "without_crop", None)):
+            # block CS of a size that is no multiple of the block: the cropped adjoint is no projection, so
+            # reconstruct the zero-padded grid (exact pseudo-inverse there) and crop the result
+            if tuple(operator.padded_size(*size)) != tuple(size):
+                operator, out_size = operator.without_crop().to(device), tuple(size)
         try:
             aty = operator.A_dagger(y)
         except (ValueError, RuntimeError) as e:
@@ -292,7 +301,8 @@ class IDM(ModelMixin, ConfigMixin):
         pad = ((-H) % f, (-W) % f)
         if (pad[0] and pad[0] >= H) or (pad[1] and pad[1] >= W):
             raise ValueError(f"y: image {H}x{W} too small for the backbone (downsampling {f})")
-        ctx = types.SimpleNamespace(y=y, operator=operator, size=(H, W), pad=pad, padded=pad != (0, 0))
+        ctx = types.SimpleNamespace(y=y, operator=operator, size=(H, W), pad=pad, padded=pad != (0, 0),
+                                    out_size=out_size)
         aty_r = self._to_real(aty)
         ctx.aty_padded = self._pad(aty_r, ctx)
         x = self.alphas()[-1].sqrt() * aty_r

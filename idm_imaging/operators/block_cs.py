@@ -145,6 +145,12 @@ class BlockCS(LinearOperator):
         if name == "x":
             check_image(t, name)
 
+    def without_crop(self) -> "BlockCS":
+        """The same acquisition on the zero-padded ``(Hp, Wp)`` grid (``img_size=None``): ``A(x)`` here equals
+        that operator's ``A(pad(x))``, and there ``A_dagger`` is the exact pseudo-inverse. Reconstructors work
+        on that grid and crop (what ``IDM`` does), since the cropped adjoint is no projection."""
+        return BlockCS(self.ratio, self.block_size, permute=self.permute, seed=self.seed)
+
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         b = self.block_size
         return -(-h // b) * b, -(-w // b) * b
