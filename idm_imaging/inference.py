@@ -111,8 +111,8 @@ def reconstruct_volume(
 ) -> VolumeReconstruction:
     """Reconstruct a 2-D image or 3-D volume slice by slice: :func:`iter_reconstruct_volume` run to the end.
 
-    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``, ``precision``); ``progress`` is
-    called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
+    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``, ``precision``);
+    ``progress`` is called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
     """
     steps = iter_reconstruct_volume(volume, operator_factory, model, **options)
     while True:
@@ -156,8 +156,8 @@ def iter_reconstruct_volume(
         seed: noise seed of slice 0 (slice i uses ``seed + i``).
         name: what error messages call ``volume``.
         precision: ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement
-            projection stays float32). About 1.8x faster on CPUs with AVX512-BF16/AMX and on GPUs; the PSNR
-            change is reported by ``benchmarks/cpu_bench.py --amp bf16 --model NAME``.
+            projection stays float32). Faster on CPUs with AVX512-BF16/AMX and on GPUs (``benchmarks/cpu_bench.py
+            --amp bf16``); the PSNR change per model is in its card (``benchmarks/eval_models.py --bf16``).
 
     Returns:
         :class:`VolumeReconstruction` with outputs in the input's units and shape.
@@ -215,10 +215,10 @@ def iter_reconstruct_volume(
             if model is not None:
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     out = model(y, op)
-                out = out.to(torch.complex64 if out.is_complex() else torch.float32)
                 if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != (stop - start, 1):
                     got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(f"model: expected an output of shape ({stop - start}, 1, H, W), got {got}")
+                out = out.to(torch.complex64 if out.is_complex() else torch.float32)
                 recon.append(out[:, 0].cpu())
             yield stop, depth
 

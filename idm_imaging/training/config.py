@@ -180,10 +180,11 @@ class FinetuneConfig:
     """Stage (b): IDM end-to-end fine-tuning with L1 on the output for one task.
 
     ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
-    embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an embedded name such as ``"mri-4x"``
-    or an ``IDM.save_pretrained`` folder), for fine-tuning a shipped model on your own data or training
-    across sessions; its task and T must match this section. Give exactly one of the two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed=operator_seed)``, one
-    fixed matrix as in the paper. ``task = "mri"``: ``SingleCoilFourier(make_mask("random", (P, P),
+    embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an
+    embedded name such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to fine-tune a shipped model on
+    your own data or to train across sessions; its task and T must match this section. Give exactly one of the
+    two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed=operator_seed)``, one fixed matrix as in
+    the paper. ``task = "mri"``: ``SingleCoilFourier(make_mask("random", (P, P),
     acceleration, center_fraction, seed))`` with a fresh mask seed per step when ``fresh_mask_per_step``.
     """
 
