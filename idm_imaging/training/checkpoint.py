@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
 from idm_imaging.io import atomic_write_text
 
 __all__ = ["flatten_state", "unflatten_state", "save_state", "load_state", "rng_state", "set_rng_state",
@@ -102,8 +103,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((v, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-
-
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
