@@ -101,8 +101,9 @@ def test_config_toml_roundtrip(tmp_path):
     for name in ("cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x"):
         c = load_config(REPO / "configs" / f"{name}.toml")  # CPU runs: plain autograd (faster, memory is no issue)
         assert c.stage == "finetune" and not c.finetune.reversible and c.train.max_seconds > 0
-        g = load_config(REPO / "configs" / "gpu" / f"{name}.toml")  # GPU runs: the memory-saving reversible mode
-        assert g.stage == "finetune" and g.finetune.reversible and g.finetune.task == c.finetune.task
+        g = load_config(REPO / "configs" / "gpu" / f"{name}.toml")  # GPU runs: continue the shipped model in bf16
+        assert g.stage == "finetune" and g.finetune.init == name and g.finetune.task == c.finetune.task
+        assert g.train.mixed_precision == "bf16" and g.train.fit_to_time
         k = load_config(REPO / "configs" / "continue" / f"{name}.toml")  # session-2 CPU runs: bf16, plain
         assert k.train.mixed_precision == "bf16" and not k.finetune.reversible and k.finetune.task == c.finetune.task
         assert bool(k.finetune.init) != bool(k.finetune.prior)
@@ -181,6 +182,25 @@ def test_prior_trains_and_loads(images, tmp_path):
     assert not torch.equal(fresh.conv_in.weight, unet.conv_in.weight)
     with pytest.raises(ValueError, match="output_dir"):  # refuses to overwrite a run without resume
         train(_cfg(images, tmp_path / "run", steps=5))
+
+
+def test_fit_to_time_ends_the_cosine_inside_the_budget(images, tmp_path):
+    """train.fit_to_time shortens steps from the measured rate: the LR reaches ~0 before max_seconds runs out."""
+    from idm_imaging.training.loop import CosineWithWarmup
+
+    f = CosineWithWarmup(2, 10)  # diffusers' formula: linear warm-up, half cosine to 0 at total
+    assert [f(0), f(1), f(2), f(10)] == [0.0, 0.5, 1.0, 0.0] and math.isclose(f(6), 0.5)
+    with pytest.raises(ValueError, match="'train.fit_to_time'"):
+        load_config(_cfg(images, tmp_path / "bad", fit_to_time=True, schedule="cosine"))  # no max_seconds
+    out = train(_cfg(images, tmp_path / "fit", steps=100_000, schedule="cosine", max_seconds=8, fit_to_time=True,
+                     log_every=5, checkpoint_every=100_000))
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    done = json.loads((out / "final_state.json").read_text())["steps"]
+    assert 10 < done < 100_000 and int(rows[-1]["step"]) == done
+    assert float(rows[-1]["seconds"]) < 8 * 1.5  # ended by the fitted schedule, not far past the budget
+    assert float(rows[-1]["lr"]) < 0.05 * float(rows[0]["lr"])  # the cosine ran to its end
+    ck = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    assert json.loads((ck / "train_state.json").read_text())  # the fitted total is saved for a resume
 
 
 def test_resume_after_kill_is_exact(images, tmp_path):

@@ -97,6 +97,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     compile: bool = False  # torch.compile the model (GPU runs)
     max_seconds: float = 0.0  # wall-clock budget: stop (checkpoint + final model) once exceeded; 0 = off
+    # Shorten ``steps`` once the step rate is known so that the cosine schedule ends inside max_seconds
+    # (a budget cut mid-cosine leaves the LR high). The result then depends on the machine's speed.
+    fit_to_time: bool = False
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", ">= 1")
@@ -116,6 +119,8 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", ">= 1")
         _check(self.log_every >= 1, "train.log_every", ">= 1")
         _check(self.max_seconds >= 0, "train.max_seconds", ">= 0 (0 = no time budget)")
+        _check(not self.fit_to_time or (self.max_seconds > 0 and self.schedule == "cosine"), "train.fit_to_time",
+               "used only with train.max_seconds > 0 and train.schedule = 'cosine'")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
                "'auto', 'cpu' or 'cuda[:N]'")
 

@@ -57,12 +57,29 @@ def make_stage(cfg: RunConfig):
     return FinetuneStage(cfg)
 
 
+class CosineWithWarmup:
+    """LR factor: linear warm-up, then half a cosine to 0 at ``total`` steps (diffusers' formula).
+
+    A callable object rather than a closure so that ``LambdaLR.state_dict`` saves ``total``, which
+    ``train.fit_to_time`` may shorten mid-run; a resumed run gets it back from the checkpoint.
+    """
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, s: int) -> float:
+        if s < self.warmup:
+            return s / max(1, self.warmup)
+        progress = (s - self.warmup) / max(1, self.total - self.warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def make_lr_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then constant, step decay (x step_gamma every step_size steps) or cosine to 0."""
-    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+    from diffusers.optimization import get_constant_schedule_with_warmup
 
     if tc.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(opt, tc.warmup_steps, tc.steps)
+        return torch.optim.lr_scheduler.LambdaLR(opt, CosineWithWarmup(tc.warmup_steps, tc.steps))
     if tc.schedule == "constant":
         return get_constant_schedule_with_warmup(opt, tc.warmup_steps)
     w, size, gamma = tc.warmup_steps, tc.step_size, tc.step_gamma
@@ -208,6 +225,7 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         ema = EMAModel(model.parameters(), decay=tc.ema_decay)
 
     step, elapsed = 0, 0.0
+    total_steps = tc.steps
     if ck is not None:
         ckpt.load_model_weights(model, ck / "model")
         st = ckpt.load_state(ck, "train_state")
@@ -219,6 +237,8 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
             ema.load_state_dict(st["ema"])
             ema.to(device)
         step, elapsed = int(st["step"]), float(st["elapsed"])
+        if tc.fit_to_time:
+            total_steps = sched.lr_lambdas[0].total
         rng_file = ck / f"rng-rank{info.rank}.json"
         ckpt.set_rng_state(ckpt.load_state(ck, f"rng-rank{info.rank}" if rng_file.is_file() else "rng-rank0"))
 
@@ -238,14 +258,15 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
     if info.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=tc.steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
     t0 = time.perf_counter() - elapsed
     # The running loss stays on the device: one host sync per log interval, not per step.
     loss_sum, loss_n = torch.zeros((), dtype=torch.float64, device=device), 0
     out_of_time = False
+    rate_mark = None  # (step, time) at this process's first log point: the step rate is timed from there
     model.train()
     try:
-        while step < tc.steps and not out_of_time:
+        while step < total_steps and not out_of_time:
             epoch, b0 = divmod(step, bpe)
             loader = make_loader(dataset, cfg.data.batch_size, epoch, cfg.seed, info.rank, info.world_size,
                                  start_batch=b0, num_workers=cfg.data.num_workers)
@@ -266,7 +287,7 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                 step += 1
                 loss_sum += loss.detach()
                 loss_n += 1
-                if step % tc.log_every == 0 or step == tc.steps:
+                if step % tc.log_every == 0 or step == total_steps:
                     mean = loss_sum / loss_n
                     if info.enabled:
                         torch.distributed.all_reduce(mean)
@@ -282,11 +303,19 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                             tb.add_scalar("lr", lr_used, step)
                         bar.set_postfix(loss=f"{mean_value:.4g}", lr=f"{lr_used:.2e}")
                     out_of_time = _out_of_time(tc.max_seconds, time.perf_counter() - t0, info, device)
+                    if tc.fit_to_time and rate_mark is None:
+                        rate_mark = (step, time.perf_counter())
+                    elif tc.fit_to_time and rate_mark[0] >= 0:
+                        total_steps = _fit_steps(tc, step, rate_mark, time.perf_counter() - t0, info, device)
+                        sched.lr_lambdas[0].total = total_steps
+                        rate_mark = (-1, 0.0)  # fitted once per process
+                        if bar is not None:
+                            bar.total = total_steps
                 if bar is not None:
                     bar.update(1)
-                if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
+                if step % tc.checkpoint_every == 0 or step == total_steps or out_of_time:
                     _save_checkpoint(out, step, time.perf_counter() - t0, cfg, stage, model, opt, sched, ema, info)
-                if step >= tc.steps or out_of_time:
+                if step >= total_steps or out_of_time:
                     break
     finally:
         if bar is not None:
@@ -298,6 +327,17 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
 
     _finish(out, cfg, stage, model, ema, info, device, step, time.perf_counter() - t0)
     return out
+
+
+def _fit_steps(tc: TrainConfig, step: int, mark: tuple[int, float], elapsed: float, info: DistInfo, device) -> int:
+    """Total steps that end the cosine inside ``max_seconds`` at the step rate since ``mark`` (rank 0's figure,
+    so that every rank keeps the same schedule); never more than ``train.steps``, never fewer than done."""
+    rate = (step - mark[0]) / max(time.perf_counter() - mark[1], 1e-9)
+    fitted = step + int(0.97 * rate * max(tc.max_seconds - elapsed, 0.0))  # 3 %: final save, slower steps
+    total = torch.tensor([float(min(tc.steps, max(fitted, step + 1)))], device=device)
+    if info.enabled:
+        torch.distributed.broadcast(total, src=0)
+    return int(total.item())
 
 
 def _out_of_time(max_seconds: float, elapsed: float, info: DistInfo, device) -> bool:
