@@ -396,10 +396,72 @@ def run(args) -> dict:
 
     B.item("small_train", small_train, need_s=15)
 
+    def small_train_plain():
+        """The same step with plain autograd (what configs/gpu trains with: no memory pressure at this size)."""
+        model = B.build(S["small_layout"], reversible=False).train()
+        opt = B.optimizer(model)
+        op, x, y = B.problem(S["small_batch"], S["small_size"])
+        t, n = B.timeit(lambda: B.train_step(model, opt, op, x, y), warmup=3, iters=S["small_iters"], max_s=10)
+        return {"it_per_s": round(1 / t, 2), "step_ms": round(t * 1e3, 1), "n": n, "reversible": False}
+
+    B.item("small_train_plain", small_train_plain, need_s=12)
+
+    def small_train_graph(reversible):
+        """Whole-step CUDA graph (forward, L1, backward, fused capturable Adam): one launch per step instead of
+        tens of thousands; the loss of replays is checked against eager steps from the same weights."""
+
+        def fn():
+            if not B.cuda:
+                return {"skipped": "needs CUDA"}
+            model = B.build(S["small_layout"], reversible=reversible).train()
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True, capturable=True)
+            op, x, y = B.problem(S["small_batch"], S["small_size"])
+            core = infer_core(model, op)
+            static_x, static_y = x.clone(), y.clone()
+            amp = dict(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
+
+            def step():
+                with torch.autocast(**amp):
+                    out = core(static_y)
+                loss = (out.float() - static_x).abs().mean()
+                loss.backward()
+                opt.step()
+                return loss.detach()
+
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            eager = []
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    opt.zero_grad(set_to_none=True)
+                    eager.append(float(step()))
+            torch.cuda.current_stream().wait_stream(s)
+            opt.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_loss = step()
+            torch.cuda.synchronize()
+            capture_s = time.perf_counter() - t0
+            losses = []
+            for _ in range(3):
+                graph.replay()
+                losses.append(float(static_loss))
+            t, n = B.timeit(graph.replay, warmup=2, iters=S["small_iters"], max_s=10)
+            del graph
+            return {"it_per_s": round(1 / t, 2), "step_ms": round(t * 1e3, 2), "n": n, "reversible": reversible,
+                    "capture_s": round(capture_s, 2), "eager_losses": eager, "replay_losses": losses,
+                    "target_it_per_s": 5, "goal": 10}
+
+        return fn
+
+    B.item("small_train_cuda_graph", small_train_graph(False), need_s=15)
+    B.item("small_train_cuda_graph_reversible", small_train_graph(True), need_s=15)
+
     # 8. 3-D volume --------------------------------------------------------------------------------------
     def volume(which):
         def fn():
-            model = state["sd"] if which == "sd15" else state.get("small") or B.build(S["small_layout"])
+            model = sd() if which == "sd15" else state.get("small") or B.build(S["small_layout"])
             model.eval()
             d, h, w = S["volume"]
             op, _, _ = B.problem(1, h)

@@ -2,7 +2,7 @@
 # One call on a lent GPU (device tool): issue 4's benchmark, then the shipped models trained further (issue 5).
 # Needs .whl/ (diffusers, monai, importlib_metadata wheels; see shared/design/GPU_RUNS.md) and .gpu-data/
 # (benchmarks/gpu/pack_data.sh) carried.
-# Usage on the device machine: [BENCH_S=70] [TRAIN_S=300] [BENCH_SKIP="infer ..."] bash benchmarks/gpu/run_gpu.sh
+# Usage on the device machine (0 skips a part): [BENCH_S=70] [TRAIN_S=300] [BENCH_SKIP="infer ..."] bash benchmarks/gpu/run_gpu.sh
 # Results under $OUT: device.txt, gpu_bench.json/.log, train_report.json, models-N.tar (runs of train_all.py).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target .site .whl/*.whl || exit 1
@@ -19,5 +19,7 @@ if [ "$BENCH_S" != 0 ]; then
     --compile-need-s 100000 ${BENCH_SKIP:+--skip $BENCH_SKIP} > "$OUT/gpu_bench.log" 2>&1
   echo "bench rc=$?"; tail -c 1500 "$OUT/gpu_bench.log"
 fi
-python3 benchmarks/gpu/train_all.py --out "$OUT" --runs runs/gpu --seconds "${TRAIN_S:-300}" > "$OUT/train_all.log" 2>&1
-echo "train rc=$?"; tail -c 2500 "$OUT/train_all.log"
+if [ "${TRAIN_S:-300}" != 0 ]; then
+  python3 benchmarks/gpu/train_all.py --out "$OUT" --runs runs/gpu --seconds "${TRAIN_S:-300}" > "$OUT/train_all.log" 2>&1
+  echo "train rc=$?"; tail -c 2500 "$OUT/train_all.log"
+fi
