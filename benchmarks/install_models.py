@@ -73,10 +73,12 @@ def main(argv=None) -> int:
                 from idm_imaging.training.finetune import FinetuneStage
 
                 model_cfg = json.loads((staging / "config.json").read_text())
+                # a run that continued a loaded model has that machine's folder here: not for shipping
+                model_cfg.pop("_name_or_path", None)
                 if not model_cfg.get("operator_config"):
                     fc = load_config(cfg).finetune
                     model_cfg["operator_config"] = FinetuneStage.operator_settings(argparse.Namespace(fc=fc))
-                    (staging / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True))
+                (staging / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
             if name == "prior-gray":
                 _to_fp16(staging)
                 # The DDNM/DPS baselines read the prior's value range from here.

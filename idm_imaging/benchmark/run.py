@@ -91,7 +91,7 @@ class BenchmarkConfig:
         base = {}
         if quick:
             base = dict(quick=True, ratios=(0.1,), accelerations=(4,), natural_sets=("Set11",), n_natural=3, n_mri=3,
-                        crop=128, diffusion_steps=20, gen_ratios={0.1: (0.3,)}, gen_cross_acceleration=False,
+                        crop=None, diffusion_steps=20, gen_ratios={0.1: (0.3,)}, gen_cross_acceleration=False,
                         varnet_budget_s=30.0, varnet_cascades=4, varnet_features=(8, 8, 16, 32, 64, 8),
                         varnet_patch=96)
         base.update(overrides)
@@ -268,7 +268,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     ``docs_dir/benchmark_figure.png``.
 
     Args:
-        quick: the CPU subset (3 Set11 images at 10%, 3 brain images at 4x, 128x128 centre crops, 20 DDNM/DPS
+        quick: the CPU subset (3 Set11 images at 10%, 3 brain images at 4x, whole 256x256 images, 20 DDNM/DPS
             steps, 30 s of VarNet training) instead of the full table.
         out_dir: folder of the results files.
         device: torch device string ("cpu", "cuda", "cuda:0").
@@ -512,9 +512,10 @@ def _markdown(res: dict, results_path: Path) -> str:
            f"- results file: `{results_path.as_posix()}` (and `.csv`)",
            f"- models: {json.dumps(meta['models'])}"]
     if meta["quick"]:
+        extent = "whole images" if cfg["crop"] is None else f"centre crops of {cfg['crop']}x{cfg['crop']}"
         out += ["", f"**Quick subset** (`--quick`): {cfg['n_natural']} Set11 images at "
                 f"{', '.join(f'{round(r * 100)}%' for r in cfg['ratios'])}, {cfg['n_mri']} brain images at "
-                f"{', '.join(f'{a}x' for a in cfg['accelerations'])}, centre crops of {cfg['crop']}x{cfg['crop']}, "
+                f"{', '.join(f'{a}x' for a in cfg['accelerations'])}, {extent}, "
                 f"{cfg['diffusion_steps']} DDNM/DPS steps (published: 100), VarNet trained for "
                 f"{cfg['varnet_budget_s']:.0f} s. These numbers are a smoke test of the pipeline, not the benchmark; "
                 "the full table comes from a run without `--quick` (GPU)."]
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m idm_imaging.benchmark [--quick] [--out DIR] [--device DEV] [--datasets DIR] [--docs DIR]``."""
     ap = argparse.ArgumentParser(prog="idm-imaging benchmark", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU subset (minutes): 3 Set11 images at 10%%, 3 brain "
-                    "images at 4x, 128x128 crops, 20 DDNM/DPS steps")
+                    "images at 4x, whole images, 20 DDNM/DPS steps")
     ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON/CSV results")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
