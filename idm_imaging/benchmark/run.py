@@ -154,6 +154,14 @@ def _load_images(folder: Path, n: int | None, crop: int | None) -> list[tuple[st
     return out
 
 
+def _model_label(folder: Path) -> str:
+    """``embedded:<name>`` for the package's own weights (no machine paths in committed results), else the path."""
+    from idm_imaging.models.registry import WEIGHTS_DIR
+
+    folder = Path(folder).resolve()
+    return f"embedded:{folder.name}" if folder.parent == Path(WEIGHTS_DIR).resolve() else str(folder)
+
+
 def _model_folder(name: str, cfg: BenchmarkConfig) -> tuple[Path | None, str | None]:
     """Folder of a trained model (override or embedded name), or (None, reason)."""
     from idm_imaging.models import resolve_checkpoint
@@ -343,7 +351,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
             else:
                 rec.skip("main", f"IDM on {set_name} {setting}", f"no shipped model for ratio {ratio}")
             if model is not None:
-                idm_models[name] = str(mfolder)
+                idm_models[name] = _model_label(mfolder)
                 rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
                 for other in cfg.gen_ratios.get(ratio, ()):
                     gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
@@ -377,7 +385,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
             model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on BrainImages_test {setting}")
             record = _training_record(mfolder) if mfolder is not None else {}
             if model is not None:
-                idm_models[name] = str(mfolder)
+                idm_models[name] = _model_label(mfolder)
                 rec.evaluate("main", "BrainImages_test", setting, "IDM", _idm_fn(model), cases, "mri", model=name)
                 trained.append(("IDM", _idm_fn(model), name))
             vn = _varnet_for(acc, cfg, data_root, record, dev, rec, methods, setting)
@@ -404,7 +412,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "hardware": _hardware(dev), "quick": cfg.quick, "datasets_dir": str(data_root),
-                 "models": {"prior": str(prior_folder) if prior is not None else None, **idm_models}},
+                 "models": {"prior": _model_label(prior_folder) if prior is not None else None, **idm_models}},
         "settings": _jsonable(dataclasses.asdict(cfg)),
         "methods": methods,
         "rows": rec.rows,

@@ -97,8 +97,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     compile: bool = False  # torch.compile the model (GPU runs)
     max_seconds: float = 0.0  # wall-clock budget: stop (checkpoint + final model) once exceeded; 0 = off
-    # Shorten ``steps`` once the step rate is known so that the cosine schedule ends inside max_seconds
-    # (a budget cut mid-cosine leaves the LR high). The result then depends on the machine's speed.
+    # Shorten ``steps`` from the measured step rate (at every log point) so that the cosine schedule ends inside
+    # max_seconds (a budget cut mid-cosine leaves the LR high). The result then depends on the machine's speed.
     fit_to_time: bool = False
 
     def validate(self) -> None:
@@ -253,6 +253,13 @@ class RunConfig:
         p = Path(os.path.expandvars(os.path.expanduser(path)))
         return p if p.is_absolute() else (Path(self.config_dir) / p).resolve()
 
+    def model_ref(self, value: str) -> str:
+        """``finetune.prior`` / ``finetune.init``: an embedded model name (``"prior-gray"``, ``"cs-0.1"``) as is,
+        anything else a path resolved like :meth:`resolve`; ``""`` (not set) stays ``""``."""
+        from idm_imaging.models.registry import REGISTRY
+
+        return value if not value or value in REGISTRY else str(self.resolve(value))
+
     @property
     def output_path(self) -> Path:
         return self.resolve(self.output_dir)
@@ -265,9 +272,7 @@ class RunConfig:
         d["data"]["train"] = [str(self.resolve(p)) for p in self.data.train]
         if self.finetune is not None:
             for key in ("prior", "init"):
-                value = d["finetune"][key]
-                if value and not _is_embedded_name(value):
-                    d["finetune"][key] = str(self.resolve(value))
+                d["finetune"][key] = self.model_ref(d["finetune"][key])
         else:
             d.pop("finetune")
         if self.stage == "finetune":
@@ -276,12 +281,6 @@ class RunConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-def _is_embedded_name(value: str) -> bool:
-    from idm_imaging.models.registry import REGISTRY
-
-    return value in REGISTRY
 
 
 def _check(ok: bool, key: str, what: str) -> None:

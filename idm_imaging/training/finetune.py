@@ -59,17 +59,17 @@ class FinetuneStage:
 
         self.cfg = cfg
         self.fc = cfg.finetune
-        from idm_imaging.models.registry import REGISTRY, resolve_checkpoint
+        from idm_imaging.models.registry import resolve_checkpoint
 
-        if self.fc.prior in REGISTRY:  # an embedded prior, e.g. "prior-gray"
-            self.prior_path = resolve_checkpoint(self.fc.prior)
-        else:
-            self.prior_path = cfg.resolve(self.fc.prior) if self.fc.prior else None
-        if self.prior_path is not None and not self.prior_path.is_dir():
-            raise ValueError(f"config key 'finetune.prior': {self.prior_path} is not a diffusers UNet folder")
-        self.init_source = None
-        if self.fc.init:
-            self.init_source = self.fc.init if self.fc.init in REGISTRY else str(cfg.resolve(self.fc.init))
+        prior = cfg.model_ref(self.fc.prior)  # an embedded name ("prior-gray") or a resolved path
+        self.prior_path = None
+        if prior:
+            try:
+                self.prior_path = resolve_checkpoint(prior)
+            except ValueError:
+                raise ValueError(f"config key 'finetune.prior': {prior} is not a diffusers UNet folder "
+                                 "nor an embedded prior name") from None
+        self.init_source = cfg.model_ref(self.fc.init) or None  # IDM.from_pretrained takes either
         mode = cfg.data.complex_mode
         self.complex_mode = ("complex" if self.fc.task == "mri" else "magnitude") if mode == "auto" else mode
         if self.fc.task == "cs" and self.complex_mode == "complex":

@@ -263,7 +263,7 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
     # The running loss stays on the device: one host sync per log interval, not per step.
     loss_sum, loss_n = torch.zeros((), dtype=torch.float64, device=device), 0
     out_of_time = False
-    rate_mark = None  # (step, time) at this process's first log point: the step rate is timed from there
+    rate_mark = None  # (step, time) at this process's first log point: the mean step rate is timed from there
     model.train()
     try:
         while step < total_steps and not out_of_time:
@@ -305,10 +305,10 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                     out_of_time = _out_of_time(tc.max_seconds, time.perf_counter() - t0, info, device)
                     if tc.fit_to_time and rate_mark is None:
                         rate_mark = (step, time.perf_counter())
-                    elif tc.fit_to_time and rate_mark[0] >= 0:
-                        total_steps = _fit_steps(tc, step, rate_mark, time.perf_counter() - t0, info, device)
+                    elif tc.fit_to_time:  # refitted at every log point: the machine may slow down
+                        total_steps = min(total_steps, _fit_steps(tc, step, rate_mark, time.perf_counter() - t0,
+                                                                  info, device))
                         sched.lr_lambdas[0].total = total_steps
-                        rate_mark = (-1, 0.0)  # fitted once per process
                         if bar is not None:
                             bar.total = total_steps
                 if bar is not None:
