@@ -26,20 +26,23 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {
-    "cs": [("Set11", "natural/test/Set11/*"), ("BSD68", "natural/test/BSD68/*.png")],
+    # "Set11 seed 1": another block-CS matrix than the model's operator_config seed (issue 5: seed=any)
+    "cs": [("Set11", "natural/test/Set11/*"), ("BSD68", "natural/test/BSD68/*.png"),
+           ("Set11 seed 1", "natural/test/Set11/*")],
     "mri": [("BrainImages_test", "mri/test/BrainImages_test/*.png"),
             ("SIAT_lsq121-140", "mri/train/SIAT_T2_brain_complex/lsq1[2-4]*.npy")],
 }
 
 
-def operator_for(model, shape, index):
-    """The model's own acquisition for one test image (seeded per image so every method sees the same y)."""
+def operator_for(model, shape, index, cs_seed=None):
+    """The model's own acquisition for one test image (seeded per image so every method sees the same y);
+    ``cs_seed`` replaces the block-CS seed of the model's operator_config."""
     from idm_imaging.operators import BlockCS, SingleCoilFourier
 
     oc = model.config.operator_config or {}
     if model.config.task == "cs":
         return BlockCS(oc.get("ratio", 0.1), oc.get("block_size", 32), permute=oc.get("permute", True),
-                       seed=oc.get("seed", 0), img_size=tuple(shape))
+                       seed=oc.get("seed", 0) if cs_seed is None else cs_seed, img_size=tuple(shape))
     return SingleCoilFourier.from_mask_params("random", tuple(shape), oc.get("acceleration", 4),
                                               center_fraction=oc.get("center_fraction"), seed=1000 + index)
 
@@ -67,7 +70,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
             if task == "mri":
                 x = x.to(torch.complex64)
                 x = x / x.abs().max()
-            op = operator_for(model, x.shape, i)
+            op = operator_for(model, x.shape, i, cs_seed=1 if set_name.endswith("seed 1") else None)
             xb = x[None, None]
             y = op.A(xb)
             with torch.no_grad():

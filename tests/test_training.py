@@ -309,6 +309,34 @@ def test_finetune_l1_decreases(images, tmp_path, tiny_prior, task):
     assert after < 0.8 * before, (before, after)
 
 
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_finetune_operator_fresh_per_step_or_fixed(images, tmp_path, tiny_prior, task):
+    """fresh_operator_per_step draws each step's matrix / mask from the step's generator (reproducible, different
+    across steps); off, every step uses operator_seed. The former key fresh_mask_per_step is still read."""
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune")
+    d["finetune"].update(prior=str(tiny_prior), task=task, operator_seed=5)
+    probe = torch.rand(1, 1, 32, 32)
+
+    def measure(stage, seed):
+        op = stage.operator(torch.Generator().manual_seed(seed))
+        return op.A(probe.to(torch.complex64) if task == "mri" else probe), op
+
+    fresh = FinetuneStage(load_config(d))
+    assert fresh.fc.fresh_operator_per_step and fresh.operator_settings()["fresh_per_step"]
+    (a1, _), (a1b, _), (a2, _) = measure(fresh, 1), measure(fresh, 1), measure(fresh, 2)
+    assert torch.equal(a1, a1b) and not torch.allclose(a1, a2)
+
+    d["finetune"]["fresh_mask_per_step"] = False  # the former name
+    fixed = FinetuneStage(load_config(d))
+    assert not fixed.fc.fresh_operator_per_step
+    (b1, op1), (b2, op2) = measure(fixed, 1), measure(fixed, 2)
+    assert op1 is op2 and torch.equal(b1, b2)
+    if task == "cs":
+        assert op1.seed == 5
+
+
 def test_finetune_init_continues_from_a_trained_idm(images, tmp_path, tiny_prior):
     """``finetune.init`` starts from an IDM (folder or embedded name) instead of a prior: same weights at step 0,
     the config's acquisition recorded, task/T mismatches and prior+init named as config keys."""

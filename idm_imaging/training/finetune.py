@@ -3,11 +3,13 @@
 For a clean patch ``x`` (B, 1, P, P): ``y = A x (+ sigma n)``, ``x_hat = IDM(y, A)``, ``L = mean |x_hat - x|``
 (complex images: L1 over the real and imaginary parts, ``view_as_real``).
 
-- ``task = "cs"``: ``A = BlockCS(ratio, block_size, permute, seed=operator_seed, img_size=(P, P))``: one fixed
-  matrix for the whole run, as in the paper; luminance patches in [0, 1] (complex data -> magnitude).
+- ``task = "cs"``: ``A = BlockCS(ratio, block_size, permute, seed, img_size=(P, P))`` on luminance patches in
+  [0, 1] (complex data -> magnitude).
 - ``task = "mri"``: ``A = SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``;
-  with ``fresh_mask_per_step`` the mask seed is drawn from the step's generator (better generalisation to
-  unseen masks), else ``operator_seed``. Complex data stay complex; magnitude data enter as real-valued complex.
+  complex data stay complex; magnitude data enter as real-valued complex.
+- ``seed``: drawn from the step's generator with ``fresh_operator_per_step`` (the default: the model then works
+  with any matrix / mask of its ratio / acceleration), else ``operator_seed`` for every step (one fixed matrix,
+  as in the paper).
 
 The model is ``IDM.from_diffusers(prior, T=T, task=task, **idm)`` (or ``IDM.from_pretrained(init)`` when
 continuing from a trained IDM) with ``model.reversible`` from the config and is saved with
@@ -110,29 +112,23 @@ class FinetuneStage:
         fc = self.fc
         if fc.task == "cs":
             return {"type": "BlockCS", "ratio": fc.ratio, "block_size": fc.block_size, "permute": fc.permute,
-                    "seed": fc.operator_seed}
+                    "seed": fc.operator_seed, "fresh_per_step": fc.fresh_operator_per_step}
         return {"type": "SingleCoilFourier", "mask": "random", "acceleration": fc.acceleration,
-                "center_fraction": fc.center_fraction}
+                "center_fraction": fc.center_fraction, "fresh_per_step": fc.fresh_operator_per_step}
 
     def operator(self, gen: torch.Generator):
-        """The step's operator (CS: one fixed matrix; MRI: a fresh random mask per step when configured)."""
+        """The step's operator: a fresh seed per step (``fresh_operator_per_step``) or one fixed operator."""
         from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
 
-        p = self.cfg.data.patch_size
-        if self.fc.task == "cs":
-            if self._fixed_op is None:
-                self._fixed_op = BlockCS(self.fc.ratio, block_size=self.fc.block_size, permute=self.fc.permute,
-                                         seed=self.fc.operator_seed, img_size=(p, p))
+        fc, p = self.fc, self.cfg.data.patch_size
+        if not fc.fresh_operator_per_step and self._fixed_op is not None:
             return self._fixed_op
-        if self.fc.fresh_mask_per_step:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if fc.fresh_operator_per_step else fc.operator_seed
+        if fc.task == "cs":
+            op = BlockCS(fc.ratio, block_size=fc.block_size, permute=fc.permute, seed=seed, img_size=(p, p))
         else:
-            seed = self.fc.operator_seed
-        if self._fixed_op is not None and not self.fc.fresh_mask_per_step:
-            return self._fixed_op
-        mask = make_mask("random", (p, p), self.fc.acceleration, self.fc.center_fraction, seed)
-        op = SingleCoilFourier(mask)
-        if not self.fc.fresh_mask_per_step:
+            op = SingleCoilFourier(make_mask("random", (p, p), fc.acceleration, fc.center_fraction, seed))
+        if not fc.fresh_operator_per_step:
             self._fixed_op = op
         return op
 
