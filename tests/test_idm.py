@@ -230,6 +230,27 @@ def test_block_cs_off_block_size_reconstructs_the_padded_grid():
     assert torch.allclose(cropped, padded[..., :30, :27], atol=1e-12)
 
 
+def test_warns_on_a_block_cs_ratio_it_was_not_trained_for():
+    # a CS model recorded for ratio 0.25 / block 16 warns on ratio 0.5 or block 32, not on its own setting
+    # (any seed) nor when it records no operator (a model straight from a prior)
+    import warnings
+
+    model = _model("UNet2DConditionModel", "cs")
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    model.register_to_config(operator_config={"type": "BlockCS", "ratio": 0.25, "block_size": 16, "seed": 0})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for op in (BlockCS(0.25, block_size=16, seed=7), BlockCS(0.2499, block_size=16, seed=0)):
+            model(op.A(x), op)
+    for op in (BlockCS(0.5, block_size=16), BlockCS(0.25, block_size=32)):
+        with torch.no_grad(), pytest.warns(UserWarning, match="trained for block CS"):
+            model(op.A(x), op)
+    model.register_to_config(operator_config=None)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(BlockCS(0.5, block_size=16).A(x), BlockCS(0.5, block_size=16))
+
+
 def test_complex_as_batch_feeds_the_grayscale_prior_per_image():
     # re/im go through the UNet as grayscale images at the prior's own pixel unshuffle (r = 2 for 4 channels),
     # and folding them into the batch must not mix images: each output depends on its own measurement only.
