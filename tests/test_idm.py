@@ -232,12 +232,13 @@ def test_block_cs_off_block_size_reconstructs_the_padded_grid():
 
 def test_warns_on_a_block_cs_ratio_it_was_not_trained_for():
     # a CS model recorded for ratio 0.25 / block 16 warns on ratio 0.5 or block 32, not on its own setting
-    # (any seed) nor when it records no operator (a model straight from a prior)
+    # (any seed when trained with fresh matrices) nor when it records no operator (a model straight from a prior)
     import warnings
 
     model = _model("UNet2DConditionModel", "cs")
     x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
-    model.register_to_config(operator_config={"type": "BlockCS", "ratio": 0.25, "block_size": 16, "seed": 0})
+    fresh = {"type": "BlockCS", "ratio": 0.25, "block_size": 16, "seed": 0, "permute": True, "fresh_per_step": True}
+    model.register_to_config(operator_config=fresh)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")
         for op in (BlockCS(0.25, block_size=16, seed=7), BlockCS(0.2499, block_size=16, seed=0)):
@@ -245,6 +246,14 @@ def test_warns_on_a_block_cs_ratio_it_was_not_trained_for():
     for op in (BlockCS(0.5, block_size=16), BlockCS(0.25, block_size=32)):
         with torch.no_grad(), pytest.warns(UserWarning, match="trained for block CS"):
             model(op.A(x), op)
+    # trained on one fixed matrix: another seed or permutation warns too, its own does not
+    model.register_to_config(operator_config={**fresh, "fresh_per_step": False})
+    for op in (BlockCS(0.25, block_size=16, seed=7), BlockCS(0.25, block_size=16, seed=0, permute=False)):
+        with torch.no_grad(), pytest.warns(UserWarning, match="one fixed block-CS matrix"):
+            model(op.A(x), op)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(BlockCS(0.25, block_size=16, seed=0).A(x), BlockCS(0.25, block_size=16, seed=0))
     model.register_to_config(operator_config=None)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -273,7 +273,8 @@ class IDM(ModelMixin, ConfigMixin):
 
     def _warn_if_untrained_setting(self, operator) -> None:
         """Warn when a block-CS operator's ratio or block size is not the one the model was trained for: such a
-        model does not generalise (cs-0.1 at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %)."""
+        model does not generalise (cs-0.1 at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %); and, for a model
+        trained on one fixed matrix (no ``fresh_per_step``), when the seed or permutation differs (2-8 dB lost)."""
         trained = self.config.operator_config or {}
         if trained.get("type") != "BlockCS" or not hasattr(operator, "q") or not hasattr(operator, "block_size"):
             return
@@ -285,6 +286,13 @@ class IDM(ModelMixin, ConfigMixin):
                           f"{operator.block_size}x{operator.block_size} (ratio {operator.ratio:g}); expect a poor "
                           "reconstruction (use the model of that ratio, or fine-tune one: finetune.init)",
                           UserWarning, stacklevel=3)
+        elif not trained.get("fresh_per_step") and "seed" in trained and (
+                getattr(operator, "seed", trained["seed"]) != trained["seed"]
+                or bool(getattr(operator, "permute", True)) != bool(trained.get("permute", True))):
+            warnings.warn(f"operator: this model was trained on one fixed block-CS matrix (seed {trained['seed']}, "
+                          f"permute {trained.get('permute', True)}); the operator has seed {operator.seed}, permute "
+                          f"{operator.permute}: expect 2-8 dB less (use that seed, or a model trained with "
+                          "finetune.fresh_operator_per_step)", UserWarning, stacklevel=3)
 
     def _prepare(self, y, operator):
         """Move/convert ``y``, check sizes; return the start ``x_T`` (real channels) and the run context."""
