@@ -248,6 +248,8 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     elif "mri-4x" in registry.REGISTRY:  # the shipped model records its mask at the top level of operator_config
         row = next(line for line in out.splitlines() if line.startswith("mri-4x"))
         assert row.split()[3:] == ["SingleCoilFourier", "random", "4x", "centre", "0.08"], row
+        row = next(line for line in out.splitlines() if line.startswith("cs-0.1"))  # trained with fresh matrices
+        assert row.split()[3:] == ["BlockCS", "ratio=0.1", "B=32", "(any", "seed)"], row
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tiny_mri_model.parent)
     monkeypatch.setattr(registry, "REGISTRY", {"mri-4x": tiny_mri_model.name})
     code, out, _ = _run(["models", "list"], capsys)

@@ -24,7 +24,8 @@ def _operator_text(op: dict | None) -> str:
     if not op:
         return "-"
     if op.get("type") == "BlockCS":
-        return f"BlockCS ratio={op.get('ratio')} B={op.get('block_size')}"
+        seeds = "any seed" if op.get("fresh_per_step") else f"seed {op.get('seed')} only"  # one fixed matrix
+        return f"BlockCS ratio={op.get('ratio')} B={op.get('block_size')} ({seeds})"
     mp = op.get("mask_params") or op  # the fine-tuning stage records the mask settings at the top level
     kind, acc = mp.get("kind", mp.get("mask")), mp.get("acceleration")
     if kind and isinstance(acc, (int, float)):
