@@ -240,7 +240,8 @@ print("a few CPU steps only: the fine-tuned model is a smoke test, not a useful 
                           "--ratio 0.25 --block-size 16 --model <output_dir>/model`.\n\n"
                           "## Or continue a shipped model on your images\n\n`finetune.init` starts from an "
                           "embedded model (or any saved IDM folder) instead of a prior: the same acquisition "
-                          "(here `cs-0.1`: block 32, permuted, seed 0), your data, a small learning rate."),
+                          "(here `cs-0.1`: block 32, permuted, any seed: `fresh_operator_per_step`, the default, draws a "
+                          "new matrix every step), your data, a small learning rate."),
         new_code_cell("""\
 steps_more = 3 if SMALL else 10
 more_cfg = {
