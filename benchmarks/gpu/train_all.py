@@ -52,8 +52,12 @@ def train_cmd(cfg: Path) -> list[str]:
 def pack(runs: Path, names: list[str], out: Path) -> list[str]:
     """Greedy tars of whole runs, each under TAR_LIMIT bytes (written to a temporary name, then renamed)."""
     parts = ("model", "log.csv", "train_config.json", "final_state.json", "stdout.log")
-    sizes = {n: sum(f.stat().st_size for p in parts for f in ([runs / n / p] if (runs / n / p).is_file()
-                                                                else (runs / n / p).rglob("*")) if f.is_file())
+
+    def size(path: Path) -> int:
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        return sum(f.stat().st_size for f in files)
+
+    sizes = {n: sum(size(runs / n / p) for p in parts if (runs / n / p).exists())
              for n in names if (runs / n / "final_state.json").is_file()}
     groups, cur, cur_size = [], [], 0
     for n, s in sizes.items():
