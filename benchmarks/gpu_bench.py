@@ -381,28 +381,26 @@ def run(args) -> dict:
     B.item("train_step_b8", train_step_b8, need_s=25)
 
     # 7. small-scale training throughput -------------------------------------------------------------------
-    def small_train(channels_last=False):
-        model = B.build(S["small_layout"])
+    def small_train(channels_last=False, reversible=True):
+        model = B.build(S["small_layout"], reversible=reversible)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()
         opt = B.optimizer(model)
         op, x, y = B.problem(S["small_batch"], S["small_size"])
         t, n = B.timeit(lambda: B.train_step(model, opt, op, x, y), warmup=3, iters=S["small_iters"], max_s=15)
-        state["small"] = model
+        if reversible:
+            state["small"] = model  # the volume item reuses it
         return {"it_per_s": round(1 / t, 2), "step_ms": round(t * 1e3, 1), "n": n, "batch": S["small_batch"],
                 "size": S["small_size"], "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-                "channels_last": channels_last, "target_it_per_s": 5, "goal": 10, "reference_h200": 0.95}
+                "channels_last": channels_last, "reversible": reversible, "target_it_per_s": 5, "goal": 10,
+                "reference_h200": 0.95}
 
     B.item("small_train", small_train, need_s=15)
 
     def small_train_plain():
         """The same step with plain autograd (what configs/gpu trains with: no memory pressure at this size)."""
-        model = B.build(S["small_layout"], reversible=False).train()
-        opt = B.optimizer(model)
-        op, x, y = B.problem(S["small_batch"], S["small_size"])
-        t, n = B.timeit(lambda: B.train_step(model, opt, op, x, y), warmup=3, iters=S["small_iters"], max_s=10)
-        return {"it_per_s": round(1 / t, 2), "step_ms": round(t * 1e3, 1), "n": n, "reversible": False}
+        return small_train(reversible=False)
 
     B.item("small_train_plain", small_train_plain, need_s=12)
 

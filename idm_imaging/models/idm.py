@@ -276,10 +276,10 @@ class IDM(ModelMixin, ConfigMixin):
         model does not generalise (cs-0.1 at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %); and, for a model
         trained on one fixed matrix (no ``fresh_per_step``), when the seed or permutation differs (2-8 dB lost)."""
         trained = self.config.operator_config or {}
-        if trained.get("type") != "BlockCS" or not hasattr(operator, "q") or not hasattr(operator, "block_size"):
+        if trained.get("type") != "BlockCS" or not callable(getattr(operator, "measurements_per_block", None)):
             return
         b = int(trained.get("block_size", operator.block_size))
-        q = min(b * b, max(1, math.ceil(float(trained.get("ratio", operator.ratio)) * b * b - 1e-9)))  # as BlockCS
+        q = type(operator).measurements_per_block(trained.get("ratio", operator.ratio), b)
         if (operator.block_size, operator.q) != (b, q):
             warnings.warn(f"operator: this model was trained for block CS with {q} measurements per {b}x{b} block "
                           f"(ratio {trained.get('ratio')}), the operator takes {operator.q} per "

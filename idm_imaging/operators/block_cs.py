@@ -89,8 +89,7 @@ class BlockCS(LinearOperator):
         self.seed = int(seed)
         self.img_size = _check_size(img_size)
         n = self.block_size**2
-        # guard against ratio * n landing a hair above an integer (0.1 * 100 -> 10.000000000000002)
-        self.q = min(n, max(1, math.ceil(self.ratio * n - 1e-9)))
+        self.q = self.measurements_per_block(self.ratio, self.block_size)
         gen = torch.Generator().manual_seed(self.seed)
         g = torch.randn(n, n, generator=gen, dtype=torch.float64)
         qmat, rmat = torch.linalg.qr(g)
@@ -144,6 +143,13 @@ class BlockCS(LinearOperator):
             raise TypeError(f"{name} must be real: BlockCS is a real-only operator, got dtype {t.dtype}")
         if name == "x":
             check_image(t, name)
+
+    @staticmethod
+    def measurements_per_block(ratio: float, block_size: int) -> int:
+        """``q = ceil(ratio * B^2)``, at least 1 and at most ``B^2``."""
+        n = int(block_size) ** 2
+        # guard against ratio * n landing a hair above an integer (0.1 * 100 -> 10.000000000000002)
+        return min(n, max(1, math.ceil(float(ratio) * n - 1e-9)))
 
     def without_crop(self) -> "BlockCS":
         """The same acquisition on the zero-padded ``(Hp, Wp)`` grid (``img_size=None``): ``A(x)`` here equals
