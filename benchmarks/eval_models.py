@@ -13,6 +13,12 @@ is the one in its operator_config): issue 5 asks for models that take any seed.
 
 ``--bf16`` also reconstructs every image under bfloat16 autocast (``--precision bf16`` of the command line) and
 reports its PSNR, the PSNR change against float32 and its seconds per image.
+
+Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far,
+main-set PSNR) to ``learning_curve.json`` in the model's folder (install_models.py carries it over when a run
+continues the model). The card fits PSNR = a + b log10(samples) to the last three points and projects the
+samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted in
+128x128-patch equivalents (steps x batch x (patch / 128)^2).
 """
 
 from __future__ import annotations
@@ -111,7 +117,75 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
     return results
 
 
-def write_card(name: str, metrics: dict, hardware: str) -> None:
+TARGETS = {"cs-0.1": ("Set11", 28.0), "cs-0.3": ("Set11", 34.0), "cs-0.5": ("Set11", 38.0),
+           "mri-4x": ("BrainImages_test", "zero-filled + 8")}
+
+
+def lineage(info: dict) -> list[dict]:
+    """The training stages of a ``training.json``, oldest first (each stage's ``continued_from`` is the one before)."""
+    stages = []
+    while info:
+        stages.append({k: v for k, v in info.items() if k != "continued_from"})
+        info = info.get("continued_from") or {}
+    return stages[::-1]
+
+
+def samples_seen(info: dict) -> float:
+    """Training seen by a model, in 128x128-patch equivalents: sum over stages of steps x batch x (patch/128)^2."""
+    return float(sum(s["steps"] * s["batch_size"] * (s["patch_size"] / 128) ** 2 for s in lineage(info)))
+
+
+def gpu_rate(info: dict) -> tuple[float, str] | None:
+    """Samples per second of the lineage's latest GPU stage (128x128-patch equivalents), with its device."""
+    for s in reversed(lineage(info)):
+        if "NVIDIA" in str(s.get("device")) and s.get("seconds"):
+            return s["steps"] * s["batch_size"] * (s["patch_size"] / 128) ** 2 / s["seconds"], s["device"]
+    return None
+
+
+def projection(name: str, curve: list[dict], info: dict) -> str:
+    """Least-squares PSNR = a + b log10(samples) over the last three points, and what the target would take."""
+    if name not in TARGETS or len(curve) < 3:
+        return ""
+    set_name, target = TARGETS[name]
+    pts = [(p["samples"], p[set_name]) for p in curve if set_name in p][-3:]
+    if len(pts) < 3:
+        return ""
+    x, y = np.log10([p[0] for p in pts]), np.array([p[1] for p in pts])
+    b, a = np.polyfit(x, y, 1)
+    if isinstance(target, str):  # relative to the pseudo-inverse of the newest point
+        target = curve[-1][f"{set_name} pseudo-inverse"] + 8.0
+    now = pts[-1][0]
+    text = (f"Fit over the last three points: {b:+.2f} dB per 10x training on {set_name}. ")
+    if b <= 0:
+        return text + "No projection: PSNR does not grow with training on these points."
+    need = 10 ** ((target - a) / b)
+    text += (f"The target ({target:.2f} dB) would take about {need:,.0f} samples, {need / now:.0f}x what the model has "
+             "seen")
+    rate = gpu_rate(info)
+    if rate:
+        text += f"; at the rate of its {rate[1]} stage ({rate[0]:.0f} samples/s) about {(need - now) / rate[0] / 3600:.1f} GPU-hours more"
+    return text + (". A log-linear extrapolation from three points: a planning figure, not a promise (stages "
+                   "differ in learning rate and, for CS, in fixed or fresh matrices).")
+
+
+def update_curve(folder: Path, info: dict, metrics: dict, date: str) -> list[dict]:
+    """Add (or replace, for the same total steps) this evaluation's point in ``learning_curve.json``."""
+    from idm_imaging.io import atomic_write_text
+
+    path = folder / "learning_curve.json"
+    curve = json.loads(path.read_text()) if path.is_file() else []
+    steps = info.get("total_steps", info.get("steps"))
+    point = {"total_steps": steps, "samples": samples_seen(info), "date": date,
+             **{s: r["idm_psnr"] for s, r in metrics.items()},
+             **{f"{s} pseudo-inverse": r["pinv_psnr"] for s, r in metrics.items()}}
+    curve = [p for p in curve if p["total_steps"] != steps] + [point]
+    curve.sort(key=lambda p: p["samples"])
+    atomic_write_text(path, json.dumps(curve, indent=1))
+    return curve
+
+
+def write_card(name: str, metrics: dict, hardware: str, date: str | None = None) -> None:
     from idm_imaging.io import atomic_write_text
     from idm_imaging.models.registry import resolve_checkpoint
 
@@ -119,11 +193,14 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
     info_file = folder / "training.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     cfg = json.loads((folder / "config.json").read_text())
+    date = date or time.strftime("%Y-%m-%d")
+    curve = update_curve(folder, info, metrics, date) if info else []
     card = {"name": name, "task": cfg.get("task"), "operator": cfg.get("operator_config"), "T": cfg.get("T"),
             "backbone": cfg.get("backbone_type"), "training": info,
             "train_seconds": info.get("total_seconds", info.get("seconds")), "data": {"train": info.get("data", [])},
-            "evaluation": {"date": time.strftime("%Y-%m-%d"), "hardware": hardware,
-                           "command": "python benchmarks/eval_models.py", "results": metrics}}
+            "evaluation": {"date": date, "hardware": hardware,
+                           "command": "python benchmarks/eval_models.py", "results": metrics},
+            "learning_curve": curve, "projection": projection(name, curve, info)}
     atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2))
     lines = [f"# {name}", "", f"Task: {card['task']}, operator settings: `{json.dumps(card['operator'])}`, "
              f"T = {card['T']}, backbone {card['backbone']}.", "",
@@ -137,6 +214,14 @@ def write_card(name: str, metrics: dict, hardware: str) -> None:
         lines += ["", "bfloat16 autocast (`--precision bf16`): "
                   + "; ".join(f"{s} {r['idm_bf16_psnr']:.2f} dB ({r['bf16_psnr_change']:+.3f} dB), "
                               f"{r['idm_bf16_seconds_per_image']:.2f} s/image" for s, r in metrics.items())]
+    if curve:
+        main_set = SETS[cfg.get("task", "cs")][0][0]
+        lines += ["", "## Learning curve", "", f"| total steps | samples (128x128 patches) | {main_set} PSNR | date |",
+                  "|---|---|---|---|"]
+        lines += [f"| {p['total_steps']} | {p['samples']:,.0f} | {p.get(main_set, float('nan')):.2f} | {p['date']} |"
+                  for p in curve]
+        if card["projection"]:
+            lines += ["", card["projection"]]
     atomic_write_text(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
 
 
@@ -150,7 +235,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cards", action="store_true", help="print only, do not write model cards")
     ap.add_argument("--cs-seeds", type=int, nargs="*", default=[1], help="other block-CS seeds to evaluate on Set11")
     ap.add_argument("--bf16", action="store_true", help="also reconstruct under bfloat16 autocast and report the change")
+    ap.add_argument("--rewrite-cards", action="store_true",
+                    help="evaluate nothing: rewrite the cards from the metrics their model_card.json holds")
     args = ap.parse_args(argv)
+    if args.rewrite_cards:
+        from idm_imaging.models.registry import resolve_checkpoint
+
+        for name in args.models:
+            ev = json.loads((resolve_checkpoint(name) / "model_card.json").read_text())["evaluation"]
+            write_card(name, ev["results"], ev["hardware"], ev["date"])
+        return 0
     datasets = Path(args.datasets)
     if not datasets.is_dir():
         print(f"datasets folder {datasets} not found: nothing to evaluate", file=sys.stderr)

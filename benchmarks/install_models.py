@@ -5,7 +5,8 @@ SOURCE is the GPU run's models.tar or a runs folder (benchmarks/train_cpu.sh wri
 The prior is stored in float16 to keep the shipped weights small (it is cast back to float32 on load); each
 folder gets a ``training.json`` with the run's facts (steps, seconds, device, data, final loss).
 A run that continued an embedded model (``finetune.init``) keeps that model's ``training.json`` under
-``continued_from`` and adds ``total_steps`` / ``total_seconds``.
+``continued_from`` and adds ``total_steps`` / ``total_seconds``; its ``learning_curve.json`` (eval_models.py)
+comes along.
 Usage: python benchmarks/install_models.py SOURCE [--date YYYY-MM-DD] [--device "NVIDIA H200"] [--configs configs/gpu]
 """
 
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
                 # The DDNM/DPS baselines read the prior's value range from here.
                 (staging / "prior.json").write_text(json.dumps({"signed_range": cfg["prior"]["signed_range"]}))
             (staging / "training.json").write_text(json.dumps(info, indent=2))
+            curve = WEIGHTS / Path(init).name / "learning_curve.json" if init else None
+            if curve is not None and curve.is_file():  # the evaluations of the model this run continued
+                shutil.copy(curve, staging / "learning_curve.json")
             (staging / "log.csv").write_bytes((run / "log.csv").read_bytes())
             shutil.rmtree(dest, ignore_errors=True)
             staging.rename(dest)

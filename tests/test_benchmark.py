@@ -187,9 +187,10 @@ def test_run_writes_tables_with_every_method(tiny_setup, tmp_path):
     with open(tmp_path / "results/benchmark-quick.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(res["rows"]) and float(rows[0]["psnr"]) == res["rows"][0]["psnr"]
-    md = (tmp_path / "docs/benchmark.md").read_text()
+    md = (tmp_path / "docs/benchmark-quick.md").read_text()
     assert "## Main table" in md and "| Set11 | CS 10% | IDM |" in md and "Quick subset" in md
-    png = (tmp_path / "docs/benchmark_figure.png").read_bytes()
+    assert "(benchmark-quick_figure.png)" in md
+    png = (tmp_path / "docs/benchmark-quick_figure.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -202,7 +203,33 @@ def test_run_skips_missing_models_and_datasets_with_reasons(tmp_path):
     reasons = " ".join(s["what"] + ": " + s["reason"] for s in res["skipped"])
     assert "DDNM, DPS" in reasons and "no-such-prior" in reasons
     assert "Set11" in reasons and "BrainImages_test" in reasons and "not found" in reasons
-    assert "(no rows" in (tmp_path / "d/benchmark.md").read_text()
+    assert "(no rows" in (tmp_path / "d/benchmark-quick.md").read_text()
+
+
+def test_partial_run_from_the_command_line_never_overwrites_the_full_table(tiny_setup, tmp_path, monkeypatch):
+    import sys
+
+    from idm_imaging.benchmark import main
+
+    root = tiny_setup
+    # the tiny models stand in for the shipped ones; everything else comes from the command line
+    rm = sys.modules["idm_imaging.benchmark.run"]  # the module (the package's `run` is the function)
+    real_run = rm.run
+    monkeypatch.setattr(rm, "run", lambda **kw: real_run(
+        **kw, models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, ratios=(0.1,), accelerations=(4,),
+        natural_sets=("Set11",), tv_iterations=20, gen_ratios={}, gen_masks=(), gen_cross_acceleration=False))
+    argv = ["--limit", "1", "--no-diffusion", "--no-varnet", "--out", str(tmp_path / "r"), "--docs",
+            str(tmp_path / "d"), "--datasets", str(root / "data"), "--device", "cpu"]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "r/benchmark-partial.json").read_text())
+    assert not (tmp_path / "r/benchmark.json").exists() and not (tmp_path / "d/benchmark.md").exists()
+    assert {r["method"] for r in res["rows"]} == {"pseudo-inverse", "TV-FISTA", "IDM", "zero-filled"}
+    assert all(r["n_images"] == 1 for r in res["rows"])
+    assert any("DDNM, DPS" in s["what"] and "--no-diffusion" in s["reason"] for s in res["skipped"])
+    md = (tmp_path / "d/benchmark-partial.md").read_text()
+    assert "Partial run" in md and "left out: DDNM and DPS, VarNet" in md
+    assert "`python -m idm_imaging.benchmark --limit 1 --no-diffusion --no-varnet" in md
+    assert (tmp_path / "d/benchmark-partial_figure.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_run_rejects_bad_arguments(tmp_path):

@@ -30,6 +30,7 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class BenchmarkConfig:
     ``n_*``: how many images of each set (None: all, in sorted file order); ``crop``: centre crop to at most
     ``crop x crop`` (None: whole images); ``models``: name -> folder overrides (default: the embedded names);
     ``prior``: name or folder of the diffusion prior; ``varnet_budget_s``: VarNet training time per
-    acceleration (None: the IDM model's recorded training time when found, else ``varnet_default_budget_s``).
+    acceleration (None: the IDM model's recorded training time when found, else ``varnet_default_budget_s``);
+    ``diffusion`` / ``varnet``: False leaves DDNM and DPS / VarNet out (recorded as skipped).
     """
 
     quick: bool = False
@@ -73,6 +75,7 @@ class BenchmarkConfig:
     gen_cross_acceleration: bool = True
     models: dict = field(default_factory=dict)
     prior: str = PRIOR_NAME
+    diffusion: bool = True
     varnet: bool = True
     varnet_budget_s: float | None = None
     varnet_default_budget_s: float = 1800.0
@@ -101,6 +104,17 @@ class BenchmarkConfig:
             if k not in names:
                 raise TypeError(f"{k}: not a benchmark setting; valid: {sorted(names)}")
         return cls(**base)
+
+    @property
+    def stem(self) -> str:
+        """Name of the results and docs files: ``benchmark`` only for the complete table; ``benchmark-quick``
+        for ``--quick``; ``benchmark-partial`` for any other subset (fewer images, crops, methods left out,
+        fewer diffusion steps), so a subset never overwrites the full table."""
+        if self.quick:
+            return "benchmark-quick"
+        complete = (self.n_natural is None and self.n_mri is None and self.crop is None and self.diffusion
+                    and self.varnet and self.diffusion_steps == 100)
+        return "benchmark" if complete else "benchmark-partial"
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -274,9 +288,10 @@ def _idm_fn(model):
 # ----------------------------------------------------------------------------------------- the run
 def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", device: str | torch.device = "cpu",
         *, datasets_dir: str | os.PathLike | None = None, docs_dir: str | os.PathLike | None = None,
-        log: Callable[[str], None] | None = print, **settings) -> dict:
-    """Run the benchmark and write ``out_dir/benchmark[-quick].{json,csv}``, ``docs_dir/benchmark.md`` and
-    ``docs_dir/benchmark_figure.png``.
+        log: Callable[[str], None] | None = print, command: str | None = None, **settings) -> dict:
+    """Run the benchmark and write ``out_dir/STEM.{json,csv}``, ``docs_dir/STEM.md`` and
+    ``docs_dir/STEM_figure.png``, where STEM is :attr:`BenchmarkConfig.stem` (``benchmark``,
+    ``benchmark-quick`` or ``benchmark-partial``).
 
     Args:
         quick: the CPU subset (3 Set11 images at 10%, 3 brain images at 4x, whole 256x256 images, 20 DDNM/DPS
@@ -286,6 +301,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         datasets_dir: the shared datasets folder (default ``<repo>/../shared/datasets``, or ``$IDM_DATASETS``).
         docs_dir: folder of the Markdown table and figure (default ``<repo>/docs``).
         log: progress printer (None: silent).
+        command: the command line quoted in the Markdown (default: this call, as Python).
         settings: overrides of :class:`BenchmarkConfig` fields.
 
     Returns:
@@ -315,7 +331,9 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
                                 "TV-FISTA": tv.settings()}
     prior = None
     prior_folder, why = _model_folder(cfg.prior, cfg)
-    if prior_folder is None:
+    if not cfg.diffusion:
+        rec.skip("main", "DDNM, DPS", "left out of this run (diffusion=False, --no-diffusion)")
+    elif prior_folder is None:
         rec.skip("main", "DDNM, DPS", f"diffusion prior {cfg.prior!r} not available ({why})")
     else:
         try:
@@ -411,8 +429,12 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
 
     import idm_imaging
 
+    if command is None:
+        args = ([f"quick={quick}"] if quick else []) + [f"{k}={v!r}" for k, v in settings.items()]
+        command = f"idm_imaging.benchmark.run({', '.join(args)})"
     results = {
         "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
+                 "command": command,
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "hardware": _hardware(dev), "quick": cfg.quick, "datasets_dir": str(data_root),
                  "models": {"prior": _model_label(prior_folder) if prior is not None else None, **idm_models}},
@@ -421,15 +443,15 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         "rows": rec.rows,
         "skipped": rec.skipped,
     }
-    stem = "benchmark-quick" if cfg.quick else "benchmark"
+    stem = cfg.stem
     _atomic_write(out / f"{stem}.json", json.dumps(results, indent=2).encode())
     _atomic_write(out / f"{stem}.csv", _csv(rec.rows).encode())
-    _atomic_write(docs / "benchmark.md", _markdown(results, out / f"{stem}.json").encode())
+    _atomic_write(docs / f"{stem}.md", _markdown(results, out / f"{stem}.json", f"{stem}_figure.png").encode())
     fig = _figure(rec.figure, cfg.figure_methods_max)
     if fig is not None:
-        _atomic_write(docs / "benchmark_figure.png", fig)
-    logf(f"wrote {out / (stem + '.json')}, {out / (stem + '.csv')}, {docs / 'benchmark.md'}"
-         + (f", {docs / 'benchmark_figure.png'}" if fig is not None else " (no figure: no rows)"))
+        _atomic_write(docs / f"{stem}_figure.png", fig)
+    logf(f"wrote {out / (stem + '.json')}, {out / (stem + '.csv')}, {docs / (stem + '.md')}"
+         + (f", {docs / (stem + '_figure.png')}" if fig is not None else " (no figure: no rows)"))
     return results
 
 
@@ -510,14 +532,13 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _markdown(res: dict, results_path: Path) -> str:
+def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
     meta, cfg = res["meta"], res["settings"]
     hw = meta["hardware"]
     main = [r for r in res["rows"] if r["table"] == "main"]
     gen = [r for r in res["rows"] if r["table"] == "generalisation"]
     out = ["# Benchmark: IDM against its peers", "",
-           "Generated by `python -m idm_imaging.benchmark" + (" --quick" if meta["quick"] else "") + "` "
-           "(do not edit by hand; rerun to regenerate).", "",
+           f"Generated by `{meta['command']}` (do not edit by hand; rerun to regenerate).", "",
            f"- package idm-imaging {meta['version']}, torch {meta['torch']}, date {meta['date']}",
            f"- hardware: {hw.get('gpu') or hw['cpu']} (device `{hw['device']}`, {hw['torch_threads']} CPU threads)",
            f"- results file: `{results_path.as_posix()}` (and `.csv`)",
@@ -530,6 +551,18 @@ def _markdown(res: dict, results_path: Path) -> str:
                 f"{cfg['diffusion_steps']} DDNM/DPS steps (published: 100), VarNet trained for "
                 f"{cfg['varnet_budget_s']:.0f} s. These numbers are a smoke test of the pipeline, not the benchmark; "
                 "the full table comes from a run without `--quick` (GPU)."]
+    elif results_path.stem.endswith("-partial"):
+        left_out = [m for m, on in (("DDNM and DPS", cfg["diffusion"]), ("VarNet", cfg["varnet"])) if not on]
+        n = {cfg["n_natural"], cfg["n_mri"]}
+        out += ["", "**Partial run**: "
+                + ("every image" if n == {None} else
+                   f"the first {cfg['n_natural'] or 'all'} images of each natural set and {cfg['n_mri'] or 'all'} "
+                   "brain images (sorted file order)")
+                + (f", centre crops of {cfg['crop']}x{cfg['crop']}" if cfg["crop"] else ", whole images")
+                + (f"; left out: {', '.join(left_out)}" if left_out else "")
+                + ("" if cfg["diffusion_steps"] == 100 or not cfg["diffusion"]
+                   else f"; {cfg['diffusion_steps']} DDNM/DPS steps (published: 100)")
+                + ". Not the full benchmark: the complete table is a run with no subset options (GPU)."]
     out += ["", "Protocol: natural images by the paper protocol (Y channel, 0-255, PSNR peak 255, scikit-image SSIM "
             "7x7 uniform window, reconstruction clipped to [0, 1]); MRI by the fastMRI protocol (magnitude, data range "
             "= target max, per image, averaged). Block CS: block 32, global pixel permutation, seed 0. MRI masks: "
@@ -551,7 +584,7 @@ def _markdown(res: dict, results_path: Path) -> str:
             "settings.", "", "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
             "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
             "`VariationalNetworkModel`); IDM (Chen et al., TPAMI 2025).", "",
-            "![every method on the same image, with error maps](benchmark_figure.png)", ""]
+            f"![every method on the same image, with error maps]({figure_name})", ""]
     return "\n".join(out)
 
 
@@ -614,7 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON/CSV results")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
-    ap.add_argument("--docs", default=None, help="folder of benchmark.md and benchmark_figure.png (default docs/)")
+    ap.add_argument("--docs", default=None, help="folder of the Markdown table and figure (default docs/)")
+    ap.add_argument("--limit", type=int, default=None, help="first N images of each test set (a partial run)")
+    ap.add_argument("--no-diffusion", action="store_true", help="leave DDNM and DPS out (a partial run)")
     ap.add_argument("--steps", type=int, default=None, help="DDNM/DPS steps (default 100; --quick 20)")
     ap.add_argument("--varnet-budget", type=float, default=None, help="VarNet training seconds per acceleration")
     ap.add_argument("--no-varnet", action="store_true", help="skip VarNet training and its rows")
@@ -626,8 +661,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides["varnet_budget_s"] = a.varnet_budget
     if a.no_varnet:
         overrides["varnet"] = False
+    if a.no_diffusion:
+        overrides["diffusion"] = False
+    if a.limit is not None:
+        if a.limit < 1:
+            ap.error(f"--limit: expected a positive number of images, got {a.limit}")
+        overrides["n_natural"] = overrides["n_mri"] = a.limit
+    command = " ".join(["python -m idm_imaging.benchmark", *(sys.argv[1:] if argv is None else argv)])
     try:
-        run(quick=a.quick, out_dir=a.out, device=a.device, datasets_dir=a.datasets, docs_dir=a.docs, **overrides)
+        run(quick=a.quick, out_dir=a.out, device=a.device, datasets_dir=a.datasets, docs_dir=a.docs,
+            command=command, **overrides)
     except (ValueError, TypeError) as e:
         ap.exit(2, f"idm-imaging benchmark: error: {e}\n")
     return 0
