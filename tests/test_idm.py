@@ -201,6 +201,47 @@ def test_projection_makes_output_consistent(task):
     assert res[True] < 0.6 * res[False], res
 
 
+def test_measured_mean_shift_recovers_the_image_mean():
+    from idm_imaging.models.idm import measured_mean_shift
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
+    x = (0.3 + 0.4 * torch.sin(6 * xx) * yy + 0.05 * torch.rand(96, 96, generator=g)).double()[None, None]
+    # permuted block CS: a consistent output whose mean is 0.1 off (the offset in the null space) is put back
+    # to within the least-squares estimate's error, and stays consistent
+    op = BlockCS(0.1, block_size=32, seed=2, img_size=(96, 96))
+    ones = torch.ones_like(x)
+    off = x + 0.1 * (ones - op.A_dagger(op.A(ones)))
+    fixed = measured_mean_shift(off, op.A(x), op)
+    assert (fixed - x).abs().max() < 6e-3 < (off - x).abs().max()
+    assert torch.allclose(op.A(fixed), op.A(x), atol=1e-10)
+    # MRI: the k-space centre measures the mean exactly; nothing to move (and nothing to move along)
+    mri = SingleCoilFourier(make_mask("random", (96, 96), 4, seed=1))
+    guess = x.to(torch.complex128) + 0.05 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    assert torch.allclose(measured_mean_shift(guess, mri.A(x.to(torch.complex128)), mri), guess, atol=1e-12)
+    # the mean not measured at all (k-space centre row removed): unchanged
+    mask = make_mask("random", (96, 96), 4, seed=1)
+    mask[48] = False
+    hole = SingleCoilFourier(mask)
+    assert torch.equal(measured_mean_shift(guess, hole.A(guess), hole), guess)
+
+
+def test_model_output_mean_is_the_measured_mean():
+    model = _model("UNet2DConditionModel", "cs")
+    op, x, y = _problem("cs")
+    op = BlockCS(0.25, block_size=16, seed=1)
+    y = op.A(x)
+    with torch.no_grad():
+        on = model(y, op)
+        model.register_to_config(measured_mean=False)
+        off = model(y, op)
+    c = op.A(torch.ones_like(x[:1]))
+    mu = (c * y).flatten(1).sum(1) / (c * c).sum()
+    assert torch.allclose(on.mean(dim=(1, 2, 3)), mu) and not torch.allclose(on, off)
+    assert torch.allclose(op.A(on), op.A(off), atol=1e-10)  # the measured part is untouched
+    assert IDM().config.measured_mean  # on by default, also for models saved before it existed
+
+
 def test_tiny_reconstruction_pads_and_crops():
     # Speed is measured by benchmarks/cpu_bench.py, not asserted here.
     model = IDM(T=3).eval()
@@ -218,6 +259,7 @@ def test_block_cs_off_block_size_reconstructs_the_padded_grid():
     # 30x27 is no multiple of the block (16): the cropped adjoint is no projection, so IDM works on the padded
     # 32x32 grid, where A_dagger is exact, and crops; same numbers as calling it with the uncropped operator.
     model = _model("UNet2DConditionModel", "cs")
+    model.register_to_config(measured_mean=False)  # its mean is over the 30x27 image vs the padded grid's
     op = BlockCS(0.25, block_size=16, seed=3, img_size=(30, 27))
     x = torch.rand(2, 1, 30, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y = op.A(x)

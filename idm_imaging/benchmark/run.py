@@ -187,6 +187,17 @@ def _model_folder(name: str, cfg: BenchmarkConfig) -> tuple[Path | None, str | N
         return None, str(e)
 
 
+def _prior_training(folder: Path) -> dict:
+    """How much training the diffusion prior had (its ``training.json``): DDNM and DPS are only as good as it."""
+    f = Path(folder) / "training.json"
+    try:
+        t = json.loads(f.read_text(encoding="utf-8"))
+        return {"prior_training": f"{t['steps']} steps of batch {t['batch_size']}, {t['patch_size']}x{t['patch_size']} "
+                                  f"patches, {t['seconds'] / 60:.0f} min on {t['device']}"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _training_record(folder: Path) -> dict:
     """Training seconds and data patterns recorded next to a model, when the training run left them."""
     rec: dict = {}
@@ -346,8 +357,9 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         dps = DPS(prior, steps=cfg.diffusion_steps)
         diffusion = [("DDNM", ddnm), ("DPS", dps)]
         note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (--quick), published: 100"
-        methods["DDNM"] = {**ddnm.settings(), "note": note}
-        methods["DPS"] = {**dps.settings(), "note": note}
+        trained = _prior_training(prior_folder)
+        methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
+        methods["DPS"] = {**dps.settings(), **trained, "note": note}
     steps_note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (quick)"
     idm_models: dict[str, str] = {}
 
