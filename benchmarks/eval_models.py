@@ -15,7 +15,7 @@ is the one in its operator_config): issue 5 asks for models that take any seed.
 reports its PSNR, the PSNR change against float32 and its seconds per image.
 
 Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far,
-main-set PSNR) to ``learning_curve.json`` in the model's folder (install_models.py carries it over when a run
+main-set PSNR, without IDM's measured-mean step, which came later than the first points) to ``learning_curve.json`` in the model's folder (install_models.py carries it over when a run
 continues the model). The card fits PSNR = a + b log10(samples) to the last three points and projects the
 samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted in
 128x128-patch equivalents (steps x batch x (patch / 128)^2).
@@ -63,6 +63,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
 
     model = IDM.from_pretrained(name).eval()
     task = model.config.task
+    raw_too = task == "cs" and model.config.measured_mean
     results = {}
     # "Set11 seed N": other block-CS matrices than the model's operator_config seed (issue 5: seed=any)
     extra = [(f"Set11 seed {k}", SETS["cs"][0][1]) for k in cs_seeds] if task == "cs" else []
@@ -75,6 +76,8 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
             log(f"{name}: {set_name} skipped (no files under {datasets / pattern})")
             continue
         rows = {"pinv": [], "idm": []} | ({"idm_bf16": []} if bf16 else {})
+        if raw_too and set_name == SETS[task][0][0]:
+            rows["idm_raw"] = []
         seconds = seconds_bf16 = 0.0
         for i, f in enumerate(files):
             x, _ = read_scan(f)
@@ -90,6 +93,11 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
                 seconds += time.perf_counter() - t0
             pinv = op.A_dagger(y)
             outputs = [("pinv", pinv), ("idm", rec)]
+            if raw_too and set_name == SETS[task][0][0]:  # the learning curve's measure (see update_curve)
+                model.register_to_config(measured_mean=False)
+                with torch.no_grad():
+                    outputs.append(("idm_raw", model(y, op)))
+                model.register_to_config(measured_mean=True)
             if bf16:
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                     t0 = time.perf_counter()
@@ -179,6 +187,8 @@ def update_curve(folder: Path, info: dict, metrics: dict, date: str) -> list[dic
     point = {"total_steps": steps, "samples": samples_seen(info), "date": date,
              **{s: r["idm_psnr"] for s, r in metrics.items()},
              **{f"{s} pseudo-inverse": r["pinv_psnr"] for s, r in metrics.items()}}
+    # the network before the measured-mean step (added in session 4), so that older points compare
+    point.update({s: r["idm_raw_psnr"] for s, r in metrics.items() if "idm_raw_psnr" in r})
     curve = [p for p in curve if p["total_steps"] != steps] + [point]
     curve.sort(key=lambda p: p["samples"])
     atomic_write_text(path, json.dumps(curve, indent=1))
@@ -210,13 +220,19 @@ def write_card(name: str, metrics: dict, hardware: str, date: str | None = None)
     for s, r in metrics.items():
         lines.append(f"| {s} | {r['images']} | {r['pinv_psnr']:.2f} / {r['pinv_ssim']:.3f} | "
                      f"{r['idm_psnr']:.2f} / {r['idm_ssim']:.3f} | {r['idm_seconds_per_image']:.2f} |")
+    raw = {s: r["idm_raw_psnr"] for s, r in metrics.items() if "idm_raw_psnr" in r}
+    if raw:
+        lines += ["", "Without the measured-mean step (`measured_mean=False`): "
+                  + "; ".join(f"{s} {v:.2f} dB ({metrics[s]['idm_psnr'] - v:+.2f} dB with it)" for s, v in raw.items())]
     if any("bf16_psnr_change" in r for r in metrics.values()):
         lines += ["", "bfloat16 autocast (`--precision bf16`): "
                   + "; ".join(f"{s} {r['idm_bf16_psnr']:.2f} dB ({r['bf16_psnr_change']:+.3f} dB), "
                               f"{r['idm_bf16_seconds_per_image']:.2f} s/image" for s, r in metrics.items())]
     if curve:
         main_set = SETS[cfg.get("task", "cs")][0][0]
-        lines += ["", "## Learning curve", "", f"| total steps | samples (128x128 patches) | {main_set} PSNR | date |",
+        lines += ["", "## Learning curve", "", "PSNR of the network without the measured-mean step (so that the points "
+                  "before and after it was added compare).", "",
+                  f"| total steps | samples (128x128 patches) | {main_set} PSNR | date |",
                   "|---|---|---|---|"]
         lines += [f"| {p['total_steps']} | {p['samples']:,.0f} | {p.get(main_set, float('nan')):.2f} | {p['date']} |"
                   for p in curve]
