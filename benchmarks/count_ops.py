@@ -40,7 +40,7 @@ def _is_view(op) -> bool:
 
 def count(args) -> dict:
     import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from idm_imaging.models import IDM
@@ -85,8 +85,6 @@ def count(args) -> dict:
         phases[phase] = Counter()
 
     import contextlib
-
-    current = {"mode": None}
 
     @contextlib.contextmanager
     def dispatch_mark(name):

@@ -8,7 +8,6 @@ from pathlib import Path
 import h5py
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
 from PIL import Image

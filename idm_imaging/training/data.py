@@ -26,7 +26,6 @@ from __future__ import annotations
 import glob
 import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
