@@ -16,8 +16,8 @@ reports its PSNR, the PSNR change against float32 and its seconds per image.
 
 Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far,
 main-set PSNR, without IDM's measured-mean step, which came later than the first points) to ``learning_curve.json`` in the model's folder (install_models.py carries it over when a run
-continues the model). The card fits PSNR = a + b log10(samples) to the last three points and projects the
-samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted in
+continues the model). The card fits PSNR = a + b log10(samples) over the last three and the last two points and,
+at the smaller positive slope, projects the samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted in
 128x128-patch equivalents (steps x batch x (patch / 128)^2).
 """
 
@@ -152,7 +152,8 @@ def gpu_rate(info: dict) -> tuple[float, str] | None:
 
 
 def projection(name: str, curve: list[dict], info: dict) -> str:
-    """Least-squares PSNR = a + b log10(samples) over the last three points, and what the target would take."""
+    """Log-linear fits PSNR = a + b log10(samples) through the newest point, over the last three and the last two
+    points; the smaller positive slope (the more conservative) projects what the target would take."""
     if name not in TARGETS or len(curve) < 3:
         return ""
     set_name, target = TARGETS[name]
@@ -160,20 +161,23 @@ def projection(name: str, curve: list[dict], info: dict) -> str:
     if len(pts) < 3:
         return ""
     x, y = np.log10([p[0] for p in pts]), np.array([p[1] for p in pts])
-    b, a = np.polyfit(x, y, 1)
+    b3 = float(np.polyfit(x, y, 1)[0])
+    b2 = float((y[2] - y[1]) / (x[2] - x[1]))
+    b = min((v for v in (b3, b2) if v > 0), default=0.0)
     if isinstance(target, str):  # relative to the pseudo-inverse of the newest point
         target = curve[-1][f"{set_name} pseudo-inverse"] + 8.0
-    now = pts[-1][0]
-    text = (f"Fit over the last three points: {b:+.2f} dB per 10x training on {set_name}. ")
+    now, psnr_now = pts[-1]
+    text = (f"Slope on {set_name}: {b3:+.2f} dB per 10x training over the last three points, {b2:+.2f} over the "
+            f"last two. ")
     if b <= 0:
         return text + "No projection: PSNR does not grow with training on these points."
-    need = 10 ** ((target - a) / b)
-    text += (f"The target ({target:.2f} dB) would take about {need:,.0f} samples, {need / now:.0f}x what the model has "
-             "seen")
+    need = now * 10 ** ((target - psnr_now) / b)
+    text += (f"At the smaller positive slope the target ({target:.2f} dB) would take about {need:,.0f} samples, "
+             f"{need / now:.0f}x what the model has seen")
     rate = gpu_rate(info)
     if rate:
         text += f"; at the rate of its {rate[1]} stage ({rate[0]:.0f} samples/s) about {(need - now) / rate[0] / 3600:.1f} GPU-hours more"
-    return text + (". A log-linear extrapolation from three points: a planning figure, not a promise (stages "
+    return text + (". A log-linear extrapolation: a planning figure, not a promise (learning curves flatten; stages "
                    "differ in learning rate and, for CS, in fixed or fresh matrices).")
 
 
