@@ -189,6 +189,13 @@ def test_fit_to_time_ends_the_cosine_inside_the_budget(images, tmp_path):
 
     f = CosineWithWarmup(2, 10)  # diffusers' formula: linear warm-up, half cosine to 0 at total
     assert [f(0), f(1), f(2), f(10)] == [0.0, 0.5, 1.0, 0.0] and math.isclose(f(6), 0.5)
+    # refit, longer then shorter: the LR runs on from where it is, never rises, and ends at the new total
+    f.refit(6, 30)
+    lrs = [f(s) for s in range(6, 31)]
+    assert math.isclose(lrs[0], 0.5) and all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == 0.0
+    before = f(12)
+    f.refit(12, 16)
+    assert math.isclose(f(12), before) and f(14) < before and f(16) == 0.0
     with pytest.raises(ValueError, match="'train.fit_to_time'"):
         load_config(_cfg(images, tmp_path / "bad", fit_to_time=True, schedule="cosine"))  # no max_seconds
     out = train(_cfg(images, tmp_path / "fit", steps=100_000, schedule="cosine", max_seconds=8, fit_to_time=True,

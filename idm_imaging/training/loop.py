@@ -60,18 +60,29 @@ def make_stage(cfg: RunConfig):
 class CosineWithWarmup:
     """LR factor: linear warm-up, then half a cosine to 0 at ``total`` steps (diffusers' formula).
 
-    A callable object rather than a closure so that ``LambdaLR.state_dict`` saves ``total``, which
-    ``train.fit_to_time`` may shorten mid-run; a resumed run gets it back from the checkpoint.
+    A callable object rather than a closure so that ``LambdaLR.state_dict`` saves ``total`` and ``anchor``,
+    which ``train.fit_to_time`` moves mid-run (:meth:`refit`); a resumed run gets them back from the checkpoint.
     """
 
     def __init__(self, warmup: int, total: int):
         self.warmup, self.total = warmup, total
+        self.anchor = (warmup, 0.0)  # (step, cosine progress) the schedule runs on from; moved by refit()
+
+    def progress(self, s: int) -> float:
+        s0, p0 = self.anchor
+        return p0 + (1.0 - p0) * (s - s0) / max(1, self.total - s0)
 
     def __call__(self, s: int) -> float:
         if s < self.warmup:
             return s / max(1, self.warmup)
-        progress = (s - self.warmup) / max(1, self.total - self.warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(s)))))
+
+    def refit(self, step: int, total: int) -> None:
+        """End the cosine at ``total`` instead, running on from where it is at ``step``: longer or shorter, the
+        LR stays continuous and never rises."""
+        if step >= self.warmup:
+            self.anchor = (step, min(1.0, self.progress(step)))
+        self.total = total
 
 
 def make_lr_scheduler(opt: torch.optim.Optimizer, tc: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
@@ -305,10 +316,11 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                     out_of_time = _out_of_time(tc.max_seconds, time.perf_counter() - t0, info, device)
                     if tc.fit_to_time and rate_mark is None:
                         rate_mark = (step, time.perf_counter())
-                    elif tc.fit_to_time:  # refitted at every log point: the machine may slow down
-                        total_steps = min(total_steps, _fit_steps(tc, step, rate_mark, time.perf_counter() - t0,
-                                                                  info, device))
-                        sched.lr_lambdas[0].total = total_steps
+                    elif tc.fit_to_time:  # refitted at every log point: the machine may slow down or speed up
+                        now = time.perf_counter()
+                        total_steps = _fit_steps(tc, step, rate_mark, now - t0, info, device)
+                        sched.lr_lambdas[0].refit(sched.last_epoch, total_steps)
+                        rate_mark = (step, now)  # the next fit uses the latest interval's rate
                         if bar is not None:
                             bar.total = total_steps
                 if bar is not None:
