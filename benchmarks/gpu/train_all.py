@@ -87,13 +87,15 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "gpu"), help="training output folder")
     ap.add_argument("--seconds", type=float, default=0.0, help="train.max_seconds of every fine-tuning")
     ap.add_argument("--from-scratch", action="store_true", help="train the prior first and fine-tune from it")
+    ap.add_argument("--models", nargs="+", choices=TASKS, default=TASKS,
+                    help="the fine-tunings to run side by side (default: all; GPU minutes go further on fewer)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
     out, runs = Path(args.out).resolve(), Path(args.runs).resolve()  # configs resolve relative paths elsewhere
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_scratch": args.from_scratch, "runs": {}}
-    names = (["prior-gray"] if args.from_scratch else []) + TASKS
+    names = (["prior-gray"] if args.from_scratch else []) + args.models
 
     if args.from_scratch:
         t0 = time.perf_counter()
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
 
     t1 = time.perf_counter()
     procs = {}
-    for name in TASKS:
+    for name in args.models:
         log = open(runs / f"{name}.log", "w")
         procs[name] = (subprocess.Popen(train_cmd(resolved(name, args, runs)), stdout=log, stderr=subprocess.STDOUT),
                        log)
