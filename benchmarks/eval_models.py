@@ -76,7 +76,8 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
             log(f"{name}: {set_name} skipped (no files under {datasets / pattern})")
             continue
         rows = {"pinv": [], "idm": []} | ({"idm_bf16": []} if bf16 else {})
-        if raw_too and set_name == SETS[task][0][0]:
+        want_raw = raw_too and set_name == SETS[task][0][0]  # the learning curve's measure (see update_curve)
+        if want_raw:
             rows["idm_raw"] = []
         seconds = seconds_bf16 = 0.0
         for i, f in enumerate(files):
@@ -93,7 +94,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
                 seconds += time.perf_counter() - t0
             pinv = op.A_dagger(y)
             outputs = [("pinv", pinv), ("idm", rec)]
-            if raw_too and set_name == SETS[task][0][0]:  # the learning curve's measure (see update_curve)
+            if want_raw:
                 model.register_to_config(measured_mean=False)
                 with torch.no_grad():
                     outputs.append(("idm_raw", model(y, op)))
@@ -138,16 +139,21 @@ def lineage(info: dict) -> list[dict]:
     return stages[::-1]
 
 
+def stage_samples(stage: dict) -> float:
+    """Training samples of one stage in 128x128-patch equivalents: steps x batch x (patch / 128)^2."""
+    return stage["steps"] * stage["batch_size"] * (stage["patch_size"] / 128) ** 2
+
+
 def samples_seen(info: dict) -> float:
-    """Training seen by a model, in 128x128-patch equivalents: sum over stages of steps x batch x (patch/128)^2."""
-    return float(sum(s["steps"] * s["batch_size"] * (s["patch_size"] / 128) ** 2 for s in lineage(info)))
+    """Training seen by a model (128x128-patch equivalents), summed over its lineage."""
+    return float(sum(stage_samples(s) for s in lineage(info)))
 
 
 def gpu_rate(info: dict) -> tuple[float, str] | None:
     """Samples per second of the lineage's latest GPU stage (128x128-patch equivalents), with its device."""
     for s in reversed(lineage(info)):
         if "NVIDIA" in str(s.get("device")) and s.get("seconds"):
-            return s["steps"] * s["batch_size"] * (s["patch_size"] / 128) ** 2 / s["seconds"], s["device"]
+            return stage_samples(s) / s["seconds"], s["device"]
     return None
 
 
