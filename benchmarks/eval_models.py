@@ -14,11 +14,12 @@ is the one in its operator_config): issue 5 asks for models that take any seed.
 ``--bf16`` also reconstructs every image under bfloat16 autocast (``--precision bf16`` of the command line) and
 reports its PSNR, the PSNR change against float32 and its seconds per image.
 
-Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far,
-main-set PSNR, without IDM's measured-mean step, which came later than the first points) to ``learning_curve.json`` in the model's folder (install_models.py carries it over when a run
-continues the model). The card fits PSNR = a + b log10(samples) over the last three and the last two points and,
-at the smaller positive slope, projects the samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted in
-128x128-patch equivalents (steps x batch x (patch / 128)^2).
+Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far;
+main-set PSNR without IDM's measured-mean step, which came after the first points) to ``learning_curve.json`` in
+the model's folder (install_models.py carries it over when a run continues the model). The card fits
+PSNR = a + b log10(samples) over the last three and the last two points and, at the smaller positive slope,
+projects the samples, and the time at the lineage's GPU rate, that the target would take. Samples are counted
+in 128x128-patch equivalents (steps x batch x (patch / 128)^2).
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def projection(name: str, curve: list[dict], info: dict) -> str:
              f"{need / now:.0f}x what the model has seen")
     rate = gpu_rate(info)
     if rate:
-        text += f"; at the rate of its {rate[1]} stage ({rate[0]:.0f} samples/s) about {(need - now) / rate[0] / 3600:.1f} GPU-hours more"
+        hours = (need - now) / rate[0] / 3600
+        text += f"; at the rate of its {rate[1]} stage ({rate[0]:.0f} samples/s) about {hours:.1f} GPU-hours more"
     return text + (". A log-linear extrapolation: a planning figure, not a promise (learning curves flatten; stages "
                    "differ in learning rate and, for CS, in fixed or fresh matrices).")
 

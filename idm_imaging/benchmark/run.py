@@ -594,7 +594,8 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
         out.append(f"- **{name}**: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in s.items()))
     out += ["- **IDM**: the shipped models (`IDM.from_pretrained(name)`), T and weights as trained, with the model "
             "default `measured_mean = true` (the output's mean set to the least-squares mean from y along the "
-            "unmeasured part of the constant image); no other test-time settings.", "", "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
+            "unmeasured part of the constant image); no other test-time settings.", "",
+            "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
             "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
             "`VariationalNetworkModel`); IDM (Chen et al., TPAMI 2025).", "",
             f"![every method on the same image, with error maps]({figure_name})", ""]
