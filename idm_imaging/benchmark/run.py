@@ -649,6 +649,17 @@ def _figure(figs: dict, max_methods: int) -> bytes | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return _palette_png(buf.getvalue())
+
+
+def _palette_png(png: bytes) -> bytes:
+    """The PNG with a 256-colour palette: gray images and one colour map need no more, and the file is ~3x
+    smaller (the committed figures travel with the tree to the GPU machine, 64 MiB in all)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
+                                                        dither=Image.Dither.NONE).save(buf, "PNG", optimize=True)
     return buf.getvalue()
 
 
