@@ -95,7 +95,7 @@ def test_blockcs_permutation_scrambles_and_channels_independent():
 
 
 def test_blockcs_determinism_and_dtype():
-    x = torch.rand(2, 1, 40, 40)
+    x = torch.rand(2, 1, 48, 48)
     y1 = BlockCS(0.1, 16, seed=5).A(x)
     assert torch.equal(y1, BlockCS(0.1, 16, seed=5).A(x))
     assert not torch.allclose(y1, BlockCS(0.1, 16, seed=6).A(x))
@@ -334,3 +334,54 @@ def test_cpu_gpu_agreement():
         # a BlockCS built on another process/device from the same seed gives the same y (generated on CPU)
         op2 = operator_from_config(op.get_config()).cuda()
         torch.testing.assert_close(op2.A(x.cuda()).cpu(), y, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------------
+# sizes and records
+# ------------------------------------------------------------------------------------------------------
+def test_blockcs_without_img_size_refuses_a_size_it_cannot_give_back():
+    x = torch.rand(1, 1, 67, 45)
+    with pytest.raises(ValueError, match=r"img_size=\(67, 45\)"):
+        BlockCS(0.3).A(x)
+    op = BlockCS(0.3, img_size=(67, 45))
+    assert op.A_dagger(op.A(x)).shape == (1, 1, 67, 45)
+    assert BlockCS(0.3).A(torch.rand(1, 1, 64, 96)).shape == (1, 1, 308, 2, 3)  # multiples need no size
+
+
+@pytest.mark.parametrize("folder", ["cs-0.1", "mri-4x", "mri-8x"])
+def test_operator_from_config_takes_the_models_records(folder):
+    from idm_imaging.models.registry import WEIGHTS_DIR
+
+    rec = json.loads((WEIGHTS_DIR / folder / "config.json").read_text())["operator_config"]
+    op = operator_from_config(rec, shape=(64, 64))
+    if rec["type"] == "BlockCS":
+        assert (op.ratio, op.block_size, op.permute, op.img_size) == (rec["ratio"], 32, True, (64, 64))
+    else:
+        ref = make_mask(rec["mask"], (64, 64), rec["acceleration"], center_fraction=rec["center_fraction"])
+        assert torch.equal(op.mask, ref)
+        with pytest.raises(ValueError, match=r"shape=\(H, W\)"):
+            operator_from_config(rec)
+        with pytest.raises(ValueError, match="disagrees"):
+            operator_from_config(rec, shape=(64, 64), acceleration=rec["acceleration"] + 1)
+
+
+def test_operator_from_config_range_records():
+    cs = {"type": "BlockCS", "ratio_range": [0.01, 0.6], "block_size": 32, "permute": True, "fresh_per_step": True}
+    with pytest.raises(ValueError, match=r"ratio_range.*not one; pass ratio="):
+        operator_from_config(cs)
+    op = operator_from_config(cs, ratio=0.25, shape=(40, 40))
+    assert (op.ratio, op.q, op.img_size) == (0.25, 256, (40, 40))
+    with pytest.raises(ValueError, match="outside"):
+        operator_from_config(cs, ratio=0.8)
+    mri = {"type": "SingleCoilFourier", "acceleration_range": [2, 12], "mask_kinds": ["random", "poisson"],
+           "fresh_per_step": True}
+    with pytest.raises(ValueError, match="acceleration_range.*not one"):
+        operator_from_config(mri, shape=(64, 64), mask_kind="random")
+    with pytest.raises(ValueError, match="mask_kinds.*not one"):
+        operator_from_config(mri, shape=(64, 64), acceleration=6)
+    with pytest.raises(ValueError, match="not one of"):
+        operator_from_config(mri, shape=(64, 64), acceleration=6, mask_kind="spiral")
+    op = operator_from_config(mri, shape=(96, 96), acceleration=6, mask_kind="poisson")
+    assert torch.equal(op.mask, make_mask("poisson", (96, 96), 6))
+    with pytest.raises(ValueError, match="do not apply"):
+        operator_from_config(cs, ratio=0.1, acceleration=4)

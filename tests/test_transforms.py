@@ -286,3 +286,9 @@ def test_reconstruct_on_gpu_matches_cpu():
     rec = IDMReconstruct(model, device="cuda", batch_size=2)(y, params)
     assert rec.device.type == "cpu"  # back on the measurement's device
     torch.testing.assert_close(rec, pinv, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("acceleration", [5, 6, 10, 12])
+def test_kspace_undersample_any_acceleration(acceleration):
+    res = KspaceUndersample("random", acceleration=acceleration, seed=0)(torch.rand(1, 128, 128))
+    assert abs(res.mask.numel() / int(res.mask.sum()) / acceleration - 1) < 0.05

@@ -91,8 +91,15 @@ class LinearOperator(torch.nn.Module):
         raise NotImplementedError
 
 
-def operator_from_config(config: dict) -> LinearOperator:
-    """Rebuild an operator from :meth:`LinearOperator.get_config` output.
+def operator_from_config(config: dict, *, shape=None, ratio: float | None = None,
+                         acceleration: float | None = None, mask_kind: str | None = None) -> LinearOperator:
+    """Rebuild an operator from an acquisition record: :meth:`LinearOperator.get_config` output or a model's
+    ``operator_config`` (``IDM.config.operator_config``).
+
+    A model's record may leave out what it was not trained for: the image ``shape`` (pass ``shape=(H, W)``), or
+    name a range (``ratio_range``, ``acceleration_range``, ``mask_kinds``), which is a family of operators, not
+    one: pass the concrete ``ratio`` / ``acceleration`` / ``mask_kind``. Keyword values fill what the record
+    leaves open and must agree with what it fixes.
 
     Example::
 
@@ -100,10 +107,48 @@ def operator_from_config(config: dict) -> LinearOperator:
         >>> op = operator_from_config(BlockCS(0.1, seed=3).get_config())
         >>> op.ratio, op.seed
         (0.1, 3)
+        >>> rec = {"type": "SingleCoilFourier", "acceleration_range": [2, 12], "mask_kinds": ["random"]}
+        >>> operator_from_config(rec, shape=(64, 64), acceleration=6, mask_kind="random").acceleration
+        6.0
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     kind = config.get("type")
     if kind not in _REGISTRY:
         raise ValueError(f"config['type'] must be one of {sorted(_REGISTRY)}, got {kind!r}")
-    return _REGISTRY[kind].from_config(config)
+    given = {k: v for k, v in (("shape", shape), ("ratio", ratio), ("acceleration", acceleration),
+                               ("mask_kind", mask_kind)) if v is not None}
+    if not given:
+        return _REGISTRY[kind].from_config(config)
+    return _REGISTRY[kind].from_config(config, **given)
+
+
+def pick(config: dict, key: str, value: Any, range_key: str | None = None) -> Any:
+    """The record's ``key`` or the caller's ``value`` (for :func:`operator_from_config`): a ``range_key`` in the
+    record (e.g. ``ratio_range``) is a family of operators, so it needs ``value`` inside that range; a fixed
+    ``key`` must agree with ``value``. Returns None when neither is there."""
+    fixed = config.get(key)
+    if fixed is not None:
+        if value is not None and not _same(fixed, value):
+            raise ValueError(f"{key}={value!r} disagrees with the record's {key}={fixed!r}")
+        return fixed
+    if range_key is not None and config.get(range_key) is not None:
+        span = config[range_key]
+        if value is None:
+            raise ValueError(f"config: {range_key}={span!r} describes a range of {config.get('type')} operators, "
+                             f"not one; pass {key}= a value in it")
+        if isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(v, numbers.Real) for v in span):
+            lo, hi = float(span[0]), float(span[1])
+            if not lo <= float(value) <= hi:
+                raise ValueError(f"{key}={value!r} is outside the record's {range_key} [{lo:g}, {hi:g}]")
+        elif isinstance(span, (list, tuple)) and value not in span:
+            raise ValueError(f"{key}={value!r} is not one of the record's {range_key} {list(span)}")
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
+    return a == b

@@ -8,7 +8,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from idm_imaging.operators.base import LinearOperator, check_image, register_operator
+from idm_imaging.operators.base import LinearOperator, check_image, pick, register_operator
 
 __all__ = ["BlockCS"]
 
@@ -55,7 +55,8 @@ class BlockCS(LinearOperator):
         block_size: B >= 2.
         permute: apply the global pixel permutation.
         seed: seed of ``Phi`` and of the permutation.
-        img_size: ``(H, W)`` of the images; required to crop the adjoint when H or W is not a multiple of B.
+        img_size: ``(H, W)`` of the images; required when H or W is not a multiple of B (``A`` refuses such an
+            image without it, since ``A_dagger`` could not give back its size).
 
     Example::
 
@@ -169,6 +170,10 @@ class BlockCS(LinearOperator):
         if self.img_size is not None and (h, w) != self.img_size:
             raise ValueError(f"x has spatial size {(h, w)} but the operator was built for img_size={self.img_size}")
         hp, wp = self.padded_size(h, w)
+        if self.img_size is None and (hp, wp) != (h, w):
+            # the measurement does not know the size: A_dagger and models would hand back the padded image
+            raise ValueError(f"x is {h}x{w}, no multiple of block_size={self.block_size}: build the operator with "
+                             f"img_size=({h}, {w}) so that images come back at their size")
         if (hp, wp) != (h, w):
             x = F.pad(x, (0, wp - w, 0, hp - h))
         fwd, _ = self._indices(hp, wp, x.device)
@@ -207,9 +212,17 @@ class BlockCS(LinearOperator):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "BlockCS":
-        keys = ("ratio", "block_size", "permute", "seed", "img_size")
-        return cls(**{k: config[k] for k in keys if k in config})
+    def from_config(cls, config: dict, *, shape=None, ratio=None, **other) -> "BlockCS":
+        """Rebuild from :meth:`get_config` or a model's record (see :func:`operator_from_config`)."""
+        if other:
+            raise ValueError(f"{sorted(other)} do not apply to a BlockCS record")
+        keys = ("block_size", "permute", "seed")
+        kwargs = {k: config[k] for k in keys if config.get(k) is not None}
+        kwargs["ratio"] = pick(config, "ratio", ratio, "ratio_range")
+        if kwargs["ratio"] is None:
+            raise ValueError("config for BlockCS needs 'ratio'")
+        kwargs["img_size"] = pick(config, "img_size", None if shape is None else [int(s) for s in shape])
+        return cls(**kwargs)
 
     def extra_repr(self) -> str:
         return (

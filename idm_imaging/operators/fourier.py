@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from idm_imaging.operators.base import LinearOperator, check_image, register_operator
+from idm_imaging.operators.base import LinearOperator, check_image, pick, register_operator
 from idm_imaging.operators.masks import make_mask
 
 __all__ = ["SingleCoilFourier"]
@@ -154,14 +154,38 @@ class SingleCoilFourier(LinearOperator):
         return {"type": "SingleCoilFourier", "shape": list(self.shape), "mask_rle": _rle_encode(self.mask)}
 
     @classmethod
-    def from_config(cls, config: dict) -> "SingleCoilFourier":
+    def from_config(cls, config: dict, *, shape=None, acceleration=None, mask_kind=None,
+                    **other) -> "SingleCoilFourier":
+        """Rebuild from :meth:`get_config` (``mask_params``, ``mask_rle`` + ``shape``, or an explicit ``mask``
+        array) or from a model's record ``{"mask": kind, "acceleration": R, "center_fraction": c}`` (or its
+        ranges ``acceleration_range`` / ``mask_kinds``), which needs ``shape`` (see :func:`operator_from_config`)."""
+        if other:
+            raise ValueError(f"{sorted(other)} do not apply to a SingleCoilFourier record")
         if "mask_params" in config:
-            return cls.from_mask_params(**config["mask_params"])
+            params = dict(config["mask_params"])
+            if shape is not None:
+                params["shape"] = pick(params, "shape", [int(s) for s in shape])
+            params["acceleration"] = pick(params, "acceleration", acceleration)
+            params["kind"] = pick(params, "kind", mask_kind)
+            return cls.from_mask_params(**params)
         if "mask_rle" in config and "shape" in config:
+            if shape is not None:
+                pick(config, "shape", [int(s) for s in shape])
             return cls(_rle_decode(config["mask_rle"], config["shape"]))
+        if isinstance(config.get("mask"), str) or "mask_kinds" in config or "acceleration_range" in config:
+            kind = pick(config, "mask", mask_kind, "mask_kinds")
+            acc = pick(config, "acceleration", acceleration, "acceleration_range")
+            size = pick(config, "shape", None if shape is None else [int(s) for s in shape])
+            if kind is None or acc is None:
+                raise ValueError("config for SingleCoilFourier needs 'mask' (a mask kind) and 'acceleration'")
+            if size is None:
+                raise ValueError("config: this SingleCoilFourier record has no image size; pass shape=(H, W)")
+            return cls.from_mask_params(kind, size, acc, center_fraction=config.get("center_fraction"),
+                                        seed=int(config.get("seed") or 0))
         if "mask" in config:
             return cls(torch.as_tensor(np.asarray(config["mask"], dtype=bool)))
-        raise ValueError("config for SingleCoilFourier needs 'mask_params', 'mask_rle' + 'shape', or 'mask'")
+        raise ValueError("config for SingleCoilFourier needs 'mask_params', 'mask_rle' + 'shape', 'mask' "
+                         "(an array, or a mask kind with 'acceleration')")
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, acceleration={self.acceleration:.3f}, mask_params={self._mask_params}"

@@ -36,7 +36,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from idm_imaging.operators import BlockCS, SingleCoilFourier, operator_from_config
+from idm_imaging.operators import MASK_KINDS, BlockCS, SingleCoilFourier, operator_from_config
 
 __all__ = [
     "AcquisitionResult",
@@ -335,8 +335,10 @@ class KspaceUndersample(_Acquisition):
         self.acceleration = acceleration
         self.center_fraction = center_fraction
         self.return_complex = bool(return_complex)
-        # Validate the mask parameters now, on a small grid.
-        SingleCoilFourier.from_mask_params(mask_kind, (32, 32), acceleration, center_fraction=center_fraction, seed=0)
+        # Validate the mask parameters now; whether the image is large enough for them shows on the first image.
+        if not isinstance(mask_kind, str) or mask_kind not in MASK_KINDS:
+            raise ValueError(f"mask_kind: kind must be one of {sorted(MASK_KINDS)}, got {mask_kind!r}")
+        MASK_KINDS[mask_kind](acceleration, center_fraction, 0)
 
     def _build(self, shape: tuple[int, int]) -> torch.nn.Module:
         return SingleCoilFourier.from_mask_params(
