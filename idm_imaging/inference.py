@@ -8,8 +8,10 @@ and results are mapped back as ``x = scale * x' + offset``.
 
 * block CS (``task "cs"``, real): ``offset = min x``, ``scale = max x - min x`` (min-max over the volume); so CT in
   Hounsfield units and 16-bit images enter the model in [0, 1].
-* MRI (``task "mri"``): ``offset = 0``, ``scale = max |x|`` (a k-space offset is not a constant image shift, and
-  complex images have no minimum); for measured k-space ``scale = max |A^+ y|`` of the zero-filled volume.
+* MRI (``task "mri"``): ``offset = 0``, ``scale = max |x|`` for complex and non-negative (magnitude) images; for
+  measured k-space ``scale = max |A^+ y|`` of the zero-filled volume (measured data has no known minimum). A real
+  image with negative values (CT in Hounsfield units) is min-max normalised as for block CS and its results are
+  the real part, mapped back: a signed image stays signed instead of becoming a magnitude.
 
 Each slice is measured as ``y = A x' + sigma n`` with noise seeded by ``seed + slice index`` (results do not depend
 on ``batch_size``), reconstructed as ``A^+ y`` (pseudo-inverse / zero-filled) and, with a model, ``model(y, A)``.
@@ -28,14 +30,15 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
 import numpy as np
 import torch
 
-__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume",
-           "volume_metrics", "resolve_device", "kspace_slice_network"]
+__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume", "intensity_range",
+           "volume_metrics", "resolve_device", "kspace_slice_network", "bf16_is_fast", "resolve_precision"]
 
 
 @dataclass
@@ -80,6 +83,54 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device: {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
     return dev
+
+
+def _cpu_capabilities() -> dict:
+    get = getattr(torch.cpu, "get_capabilities", None)
+    try:
+        return dict(get()) if get is not None else {}
+    except Exception:  # an unknown platform: assume no native bf16
+        return {}
+
+
+def bf16_is_fast(device: str | torch.device | None = None) -> bool:
+    """Whether bfloat16 autocast speeds the models up on ``device`` (None / "auto": the default device).
+
+    CUDA: compute capability 8.0 or newer (native bf16 tensor cores). CPU: native bf16 instructions
+    (AVX512-BF16, AMX-BF16, or Arm's BF16). Without them the CPU emulates bf16 and a reconstruction runs many
+    times slower than in float32 (12x measured on an AVX2-only AMD EPYC); other devices: False.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if dev.type == "cpu":
+        caps = _cpu_capabilities()
+        return any(bool(caps.get(k)) for k in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
+    """The precision to run: ``precision`` ("fp32" or "bf16"), except "bf16" where :func:`bf16_is_fast` says no,
+    which runs in "fp32" with a ``UserWarning`` (bf16 would be slower there, and no more accurate)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and not bf16_is_fast(device):
+        warnings.warn(f"precision: bf16 has no native support on {resolve_device(device)} here and would be slower "
+                      "than fp32; running in fp32", UserWarning, stacklevel=2)
+        return "fp32"
+    return precision
+
+
+def intensity_range(x: torch.Tensor, complex_operator: bool) -> tuple[float, float]:
+    """``(offset, scale)`` that map ``x`` to the models' range as ``(x - offset) / scale``.
+
+    Block CS (real operator) and real images with negative values: min-max. MRI of a complex or non-negative
+    image: ``(0, max |x|)``, which keeps zero at zero (k-space carries no offset). A constant image gets scale 1.
+    """
+    if x.is_complex() or (complex_operator and float(x.min()) >= 0):
+        return 0.0, float(x.abs().max()) or 1.0
+    lo, hi = float(x.min()), float(x.max())
+    return lo, (hi - lo) or 1.0
 
 
 def _as_stack(t: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -157,7 +208,8 @@ def iter_reconstruct_volume(
         name: what error messages call ``volume``.
         precision: ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement
             projection stays float32). Faster on CPUs with AVX512-BF16/AMX and on GPUs (``benchmarks/cpu_bench.py
-            --amp bf16``); the PSNR change per model is in its card (``benchmarks/eval_models.py --bf16``).
+            --amp bf16``); elsewhere it runs in fp32 with a warning (:func:`resolve_precision`); ``info``
+            records what ran. The PSNR change per model is in its card (``benchmarks/eval_models.py --bf16``).
 
     Returns:
         :class:`VolumeReconstruction` with outputs in the input's units and shape.
@@ -173,15 +225,17 @@ def iter_reconstruct_volume(
     if not callable(operator_factory):
         raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
     dev = resolve_device(device)
+    if model is not None:
+        precision = resolve_precision(precision, dev)
     x, squeeze = _as_stack(volume, name)
     depth, shape = x.shape[0], (int(x.shape[1]), int(x.shape[2]))
     op = operator_factory(shape)
     if measured and not op.is_complex:
         raise ValueError("measured: only measured k-space (a complex Fourier operator) can be reconstructed as given")
-    if op.is_complex and not x.is_complex():
-        x = x.to(torch.complex64)
     if not op.is_complex and x.is_complex():
         raise ValueError("volume: block CS is a real acquisition; got a complex image (use its magnitude)")
+    if measured and not x.is_complex():
+        x = x.to(torch.complex64)
     x = x.to(torch.complex64 if x.is_complex() else torch.float32)
     op = op.to(dev)
 
@@ -189,11 +243,10 @@ def iter_reconstruct_volume(
         with torch.no_grad():
             zf = torch.cat([op.A_dagger(x[i:i + 1, None].to(dev)).abs().amax().reshape(1) for i in range(depth)])
         offset, scale = 0.0, float(zf.max()) or 1.0
-    elif op.is_complex:
-        offset, scale = 0.0, float(x.abs().max()) or 1.0
     else:
-        lo, hi = float(x.min()), float(x.max())
-        offset, scale = lo, (hi - lo) or 1.0
+        offset, scale = intensity_range(x, op.is_complex)
+    # a real signed image under a Fourier operator: its results are real (see the module docstring)
+    real_out = op.is_complex and not x.is_complex() and offset != 0
 
     if isinstance(model, torch.nn.Module):
         model.to(dev)
@@ -203,6 +256,8 @@ def iter_reconstruct_volume(
         for start in range(0, depth, batch_size):
             stop = min(start + batch_size, depth)
             xb = ((x[start:stop, None] - offset) / scale).to(dev)
+            if op.is_complex and not xb.is_complex():
+                xb = xb.to(torch.complex64)
             if measured:
                 y = xb
             elif sigma > 0:
@@ -223,7 +278,8 @@ def iter_reconstruct_volume(
             yield stop, depth
 
     def back(parts: list[torch.Tensor]) -> torch.Tensor:
-        t = torch.cat(parts) * scale + offset
+        t = torch.cat(parts)
+        t = (t.real if real_out and t.is_complex() else t) * scale + offset
         return t[0] if squeeze else t
 
     ref = None if measured else (x[0] if squeeze else x)
@@ -231,7 +287,7 @@ def iter_reconstruct_volume(
         pinv=back(pinv), recon=back(recon) if recon else None, measurement=torch.cat(meas), operator=op.cpu(),
         offset=offset, scale=scale, reference=ref,
         info={"device": str(dev), "batch_size": batch_size, "sigma": float(sigma), "seed": int(seed),
-              "measured": bool(measured), "slices": depth},
+              "measured": bool(measured), "slices": depth, "precision": precision if model is not None else None},
     )
 
 
@@ -240,7 +296,8 @@ def volume_metrics(pred: torch.Tensor, target: torch.Tensor, task: str, *, offse
     """Quality of ``pred`` against ``target`` ((H, W) or (D, H, W), any units).
 
     ``task "mri"``: fastMRI protocol on magnitudes over the volume (``psnr``, ``ssim``, ``nmse``; data range = max of
-    the target). ``task "cs"``: paper protocol (:func:`idm_imaging.metrics.psnr_y` / ``ssim_y``) on the images mapped
+    the target); with an ``offset`` (a real signed image, see :func:`intensity_range`) on ``t - offset`` instead,
+    so that negative values are not folded onto positive ones. ``task "cs"``: paper protocol (:func:`idm_imaging.metrics.psnr_y` / ``ssim_y``) on the images mapped
     to [0, 1] by ``(t - offset) / scale``, averaged over slices.
     """
     if task not in ("cs", "mri"):
@@ -252,6 +309,9 @@ def volume_metrics(pred: torch.Tensor, target: torch.Tensor, task: str, *, offse
     if task == "mri":
         from idm_imaging.metrics import fastmri_metrics
 
+        if offset != 0:
+            p = (pred.real if pred.is_complex() else pred) - offset
+            t = (target.real if target.is_complex() else target) - offset
         return {k: float(v) for k, v in fastmri_metrics(p.numpy(), t.numpy()).items()}
     from idm_imaging.metrics import psnr_y, ssim_y
 

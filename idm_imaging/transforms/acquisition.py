@@ -17,7 +17,14 @@ Every acquisition records the parameters needed to replay it exactly (a JSON-ser
     {"operator": op.get_config(),   # rebuilds the operator: operator_from_config(record["operator"])
      "sigma": float,                # std of the additive Gaussian measurement noise
      "noise_seed": int,             # seed of that noise (drawn from the transform's RandomState)
-     "spatial_dims": 2 | 3}         # 3: the measurement carries the slice axis last
+     "spatial_dims": 2 | 3,         # 3: the measurement carries the slice axis last
+     "intensity": {"offset": float, "scale": float}}  # the models see (x - offset) / scale (see below)
+
+``intensity`` is what the command line normalises the image with before a model sees it
+(:func:`idm_imaging.inference.intensity_range` over the whole image or volume): :class:`IDMReconstruct` maps the
+measurement to those units, runs the model and maps the result back, so raw scanner intensities (IXI T1 up to
+~3000, CT in Hounsfield units) work as well as images scaled to [0, 1]. The measurement itself is ``A x`` in the
+image's own units.
 
 :func:`operator_from_record` and :func:`replay_acquisition` rebuild the operator / the measurement from it.
 """
@@ -36,6 +43,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from idm_imaging.inference import intensity_range
 from idm_imaging.operators import MASK_KINDS, BlockCS, SingleCoilFourier, operator_from_config
 
 __all__ = [
@@ -232,11 +240,13 @@ class _Acquisition(Randomizable, Transform):
         x = _plain(x_in)
         op = self._operator((int(x.shape[1]), int(x.shape[2])))
         y = _measure(op, x, self.sigma, self._noise_seed)
+        offset, scale = intensity_range(x, op.is_complex)
         params = {
             "operator": _jsonable(op.get_config()),
             "sigma": self.sigma,
             "noise_seed": self._noise_seed,
             "spatial_dims": x.ndim - 1,
+            "intensity": {"offset": offset, "scale": scale},
         }
         return op, x_in, y, params
 

@@ -13,6 +13,7 @@ measurement's last axis is its equivalent here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from idm_imaging.inference import resolve_precision
 from idm_imaging.operators import BlockCS, operator_from_config
 from idm_imaging.transforms.acquisition import _from_slices, _like, _normalise_record, _plain
 
@@ -49,6 +51,14 @@ class IDMReconstruct(Transform):
             The result comes back on the measurement's device.
         batch_size: slices (times channels) per model call, >= 1.
         return_complex: keep a complex reconstruction complex (True) or return its magnitude (False).
+        precision: ``"fp32"`` or ``"bf16"`` (the model under bfloat16 autocast; fp32 with a warning where bf16
+            has no native support, :func:`idm_imaging.inference.resolve_precision`).
+
+    Intensities: a model sees the measurement of ``(x - offset) / scale`` with the record's ``intensity`` entry
+    (written by the acquisition transforms: the command line's normalisation) and its output is mapped back to
+    the image's units. A record without it (measured data): MRI takes ``scale = max |A^+ y|`` over the volume, as
+    the command line does for measured k-space; block CS needs the image in [0, 1] and raises otherwise. The
+    pseudo-inverse (``model=None``) needs no normalisation: it is ``A^+ y`` as is.
 
     Call: ``recon(meas, params, ref=None)``; ``meas`` as written by the acquisition transform (2-D: block CS
     ``(C, q, nh, nw)``, MRI ``(C, H, W)``; 3-D: the same with the slice axis ``D`` last); ``params`` the
@@ -73,7 +83,10 @@ class IDMReconstruct(Transform):
         device: str | torch.device | None = None,
         batch_size: int = 8,
         return_complex: bool = False,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
         if isinstance(model, str) and model != "pinv":
             raise ValueError(f"model: expected a callable, None or 'pinv', got {model!r}")
         if model is not None and not isinstance(model, str) and not callable(model):
@@ -86,11 +99,13 @@ class IDMReconstruct(Transform):
         self.device = torch.device(device) if device is not None else None
         self.batch_size = batch_size
         self.return_complex = bool(return_complex)
+        self.precision = precision
 
-    def _run(self, yb: torch.Tensor, op: torch.nn.Module) -> torch.Tensor:
+    def _run(self, yb: torch.Tensor, op: torch.nn.Module, precision: str = "fp32") -> torch.Tensor:
         if self.model is None:
             return op.A_dagger(yb)
-        out = self.model(yb, op)
+        with torch.autocast(yb.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = self.model(yb, op)
         if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != yb.shape[0] or out.shape[1] != 1:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"model: expected an output of shape (B, 1, H, W) with B={yb.shape[0]}, got {shape}")
@@ -117,13 +132,61 @@ class IDMReconstruct(Transform):
         n, c = yb.shape[:2]
         yb = yb.reshape(n * c, 1, *yb.shape[2:])  # one channel of one slice per batch entry
         op = op.to(device)
+        precision = "fp32" if self.model is None else resolve_precision(self.precision, device)
         with torch.no_grad():
-            chunks = [self._run(yb[i : i + self.batch_size].to(device), op) for i in range(0, n * c, self.batch_size)]
+            offset, scale, real_out = 0.0, 1.0, False
+            if self.model is not None:
+                offset, scale = _intensity(rec, op, yb, device)
+                real_out = op.is_complex and offset != 0  # a real signed image: see intensity_range
+                shift = offset * op.A(torch.ones(1, 1, *_image_size(op, yb), device=device))
+            chunks = []
+            for i in range(0, n * c, self.batch_size):
+                yc = yb[i : i + self.batch_size].to(device)
+                if self.model is not None:
+                    yc = (yc - shift.to(yc.dtype)) / scale if offset else yc / scale
+                out = self._run(yc, op, precision)
+                if self.model is not None:
+                    out = out.to(torch.complex64 if out.is_complex() else torch.float32)
+                    out = (out.real if real_out and out.is_complex() else out) * scale + offset
+                chunks.append(out)
         x = torch.cat(chunks).to(out_device)
         if x.is_complex() and not self.return_complex:
             x = x.abs()
         x = _from_slices(x.reshape(n, c, *x.shape[2:]), sd)
         return _like(x, ref)
+
+
+def _image_size(op: torch.nn.Module, yb: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of the images behind a batch of measurements."""
+    if isinstance(op, BlockCS):
+        return op.img_size or (yb.shape[-2] * op.block_size, yb.shape[-1] * op.block_size)
+    return tuple(yb.shape[-2:])
+
+
+def _intensity(rec: dict, op: torch.nn.Module, yb: torch.Tensor, device) -> tuple[float, float]:
+    """(offset, scale) of the record, else derived from the measurement (see :class:`IDMReconstruct`)."""
+    inten = rec.get("intensity")
+    if inten is not None:
+        try:
+            offset, scale = float(inten["offset"]), float(inten["scale"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"params: 'intensity' must be {{'offset': number, 'scale': number}}, got {inten!r}") \
+                from None
+        if not (math.isfinite(offset) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"params: intensity scale must be a finite number > 0, got {inten!r}")
+        return offset, scale
+    peak, low = 0.0, 0.0
+    for i in range(0, yb.shape[0], 16):
+        z = op.A_dagger(yb[i : i + 16].to(device))
+        peak = max(peak, float(z.abs().amax()))
+        low = min(low, float(z.real.amin()) if z.is_complex() else float(z.amin()))
+    if op.is_complex:
+        return 0.0, peak or 1.0
+    if peak > 1.5 or low < -0.5:
+        raise ValueError("params: the acquisition record has no 'intensity' entry and the measurement is not of an "
+                         "image in [0, 1]; scale the image to [0, 1] first (ScaleIntensityd) or acquire it with "
+                         "BlockCSAcquisition(d), which records the intensity range")
+    return 0.0, 1.0
 
 
 class IDMReconstructd(MapTransform):
@@ -153,6 +216,7 @@ class IDMReconstructd(MapTransform):
         device: str | torch.device | None = None,
         batch_size: int = 8,
         return_complex: bool = False,
+        precision: str = "fp32",
         meas_postfix: str = "_meas",
         acq_postfix: str = "_acq",
         ref_postfix: str = "_pinv",
@@ -160,7 +224,8 @@ class IDMReconstructd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.recon = IDMReconstruct(model, device=device, batch_size=batch_size, return_complex=return_complex)
+        self.recon = IDMReconstruct(model, device=device, batch_size=batch_size, return_complex=return_complex,
+                                    precision=precision)
         self.meas_postfix, self.acq_postfix = meas_postfix, acq_postfix
         self.ref_postfix, self.output_postfix = ref_postfix, output_postfix
 
