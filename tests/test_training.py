@@ -377,3 +377,99 @@ def test_finetune_init_continues_from_a_trained_idm(images, tmp_path, tiny_prior
     # an embedded prior by name
     d["finetune"].update(prior="prior-gray", init="")
     assert FinetuneStage(load_config(d)).prior_path == resolve_checkpoint("prior-gray")
+
+
+TINY_LIGHT = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[8, 16],
+                  norm_num_groups=4, add_attention=False, down_block_types=["DownBlock2D"] * 2,
+                  up_block_types=["UpBlock2D"] * 2)
+
+
+def test_finetune_ratio_range_draws_each_step_and_is_recorded(images, tmp_path):
+    """``finetune.ratio_range``: each step's block-CS ratio is drawn from the range (reproducibly, from the step's
+    generator); the model records the range, takes any ratio inside it without a warning, warns outside."""
+    import warnings
+
+    from idm_imaging.operators import BlockCS
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune")
+    d["finetune"].update(prior="", backbone=TINY_LIGHT, ratio_range=[0.05, 0.6])
+    stage = FinetuneStage(load_config(d))
+    ratios = [stage.operator(torch.Generator().manual_seed(s)).ratio for s in range(40)]
+    assert all(0.05 <= r <= 0.6 for r in ratios) and max(ratios) - min(ratios) > 0.3
+    assert stage.operator(torch.Generator().manual_seed(3)).ratio == ratios[3]
+    rec = stage.operator_settings()
+    assert rec["ratio_range"] == [0.05, 0.6] and "ratio" not in rec and rec["fresh_per_step"]
+    model = stage.build_model().eval()
+    x = torch.rand(1, 1, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for r in (0.05, 0.37, 0.6):
+            op = BlockCS(r, block_size=16, seed=11)
+            model(op.A(x), op)
+    with pytest.warns(UserWarning, match="ratios 0.05 to 0.6"):
+        op = BlockCS(0.8, block_size=16)
+        model(op.A(x), op)
+    with pytest.raises(ValueError, match="finetune.ratio_range"):
+        load_config({**d, "finetune": {**d["finetune"], "ratio_range": [0.5, 0.2]}})
+
+
+def test_finetune_acceleration_range_and_mask_kinds(images, tmp_path):
+    """MRI: each step draws an acceleration (log-uniform in the range) and a mask kind; both recorded."""
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune")
+    d["finetune"].update(prior="", backbone=TINY_LIGHT, task="mri", acceleration_range=[2.0, 12.0],
+                         mask_kinds=["random", "equispaced", "poisson"], idm={"complex_as_batch": True})
+    stage = FinetuneStage(load_config(d))
+    drawn = [stage.draw_setting(torch.Generator().manual_seed(s)) for s in range(60)]
+    assert all(2.0 <= a <= 12.0 for a, _, _ in drawn)
+    assert {k for _, k, _ in drawn} == {"random", "equispaced", "poisson"}
+    for s in range(20):  # every drawn setting gives a mask (32 columns reach some accelerations only roughly)
+        gen = torch.Generator().manual_seed(s)
+        op = stage.operator(gen)
+        gen = torch.Generator().manual_seed(s)
+        torch.randint(0, 2**31 - 1, (1,), generator=gen)  # the seed draw comes first
+        acc, _, _ = stage.draw_setting(gen)
+        assert op.is_complex and abs(op.mask.numel() / op.mask.sum().item() - acc) / acc < 0.2
+    assert stage.operator_settings() == {"type": "SingleCoilFourier", "acceleration_range": [2.0, 12.0],
+                                         "mask_kinds": ["random", "equispaced", "poisson"], "fresh_per_step": True}
+    with pytest.raises(ValueError, match="finetune.mask_kinds"):
+        load_config({**d, "finetune": {**d["finetune"], "mask_kinds": ["zigzag"]}})
+
+
+def test_finetune_backbone_starts_as_the_pseudo_inverse_and_trains(images, tmp_path):
+    """``finetune.backbone``: a random-initialised diffusers UNet whose noise head starts at zero, so the untrained
+    IDM returns the pseudo-inverse (times the couplings' mixing weight); it trains under a CPU-time clock and
+    ``init_weights`` carries its weights into an MRI model of the same backbone (complex_as_batch)."""
+    from idm_imaging.models import IDM
+    from idm_imaging.operators import BlockCS
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune", clock="cpu", steps=4, checkpoint_every=4)
+    d["finetune"].update(prior="", backbone=TINY_LIGHT, ratio_range=[0.1, 0.5])
+    model = FinetuneStage(load_config(d)).build_model().eval()
+    op = BlockCS(0.3, block_size=16, seed=2)
+    x = torch.rand(2, 1, 32, 32)
+    y = op.A(x)
+    model.register_to_config(measured_mean=False)
+    with torch.no_grad():
+        out, pinv = model(y, op), op.A_dagger(y)
+    k = (out * pinv).sum() / (pinv * pinv).sum()  # the couplings' learned mixing scales the estimate
+    assert 0.5 < k < 1.5
+    torch.testing.assert_close(out, k * pinv, atol=1e-5, rtol=1e-4)
+    out = train(d)
+    assert json.loads((out / "final_state.json").read_text())["steps"] == 4
+    cs = IDM.from_pretrained(out / "model")
+    assert cs.config.backbone_type == "UNet2DModel" and cs.config.operator_config["ratio_range"] == [0.1, 0.5]
+
+    m = _cfg(images, tmp_path / "mri", kind="finetune")
+    m["finetune"].update(prior="", backbone=TINY_LIGHT, task="mri", init_weights=str(out / "model"),
+                         idm={"complex_as_batch": True})
+    mri = FinetuneStage(load_config(m)).build_model()
+    a, b = cs.state_dict(), mri.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="finetune.init_weights"):
+        load_config({**m, "finetune": {**m["finetune"], "backbone": {}, "prior": "p"}})
+    with pytest.raises(ValueError, match="train.clock"):
+        load_config({**d, "train": {**d["train"], "clock": "sundial"}})

@@ -305,6 +305,13 @@ class IDM(ModelMixin, ConfigMixin):
         if trained.get("type") != "BlockCS" or not callable(getattr(operator, "measurements_per_block", None)):
             return
         b = int(trained.get("block_size", operator.block_size))
+        if "ratio_range" in trained:  # trained on ratios drawn per step: any ratio of the range, any seed
+            lo, hi = trained["ratio_range"]
+            if operator.block_size != b or not lo - 1e-9 <= operator.ratio <= hi + 1e-9:
+                warnings.warn(f"operator: this model was trained for block CS with {b}x{b} blocks at ratios {lo:g} to "
+                              f"{hi:g}; the operator has {operator.block_size}x{operator.block_size} blocks at ratio "
+                              f"{operator.ratio:g}: expect a poor reconstruction", UserWarning, stacklevel=3)
+            return
         q = type(operator).measurements_per_block(trained.get("ratio", operator.ratio), b)
         if (operator.block_size, operator.q) != (b, q):
             warnings.warn(f"operator: this model was trained for block CS with {q} measurements per {b}x{b} block "

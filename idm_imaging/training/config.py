@@ -100,6 +100,9 @@ class TrainConfig:
     # Shorten ``steps`` from the measured step rate (at every log point) so that the cosine schedule ends inside
     # max_seconds (a budget cut mid-cosine leaves the LR high). The result then depends on the machine's speed.
     fit_to_time: bool = False
+    # What max_seconds counts: "wall" (elapsed time) or "cpu" (this process's CPU time: with one thread and
+    # num_workers = 0, the same budget whatever else runs on the machine).
+    clock: str = "wall"
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", ">= 1")
@@ -121,6 +124,7 @@ class TrainConfig:
         _check(self.max_seconds >= 0, "train.max_seconds", ">= 0 (0 = no time budget)")
         _check(not self.fit_to_time or (self.max_seconds > 0 and self.schedule == "cosine"), "train.fit_to_time",
                "used only with train.max_seconds > 0 and train.schedule = 'cosine'")
+        _check(self.clock in ("wall", "cpu"), "train.clock", "'wall' or 'cpu'")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "train.device",
                "'auto', 'cpu' or 'cuda[:N]'")
 
@@ -198,6 +202,13 @@ class FinetuneConfig:
 
     prior: str = ""
     init: str = ""
+    # A randomly initialised backbone instead of a prior: the diffusers class and its config (for light designs
+    # that have no pretrained prior; the first of prior / init / backbone that is given is used).
+    backbone_type: str = "UNet2DModel"
+    backbone: dict = field(default_factory=dict)
+    # With backbone: start from the weights of another IDM folder whose parameters have the same names and shapes
+    # (e.g. an MRI model with idm.complex_as_batch from a CS model of the same backbone and T).
+    init_weights: str = ""
     T: int = 3
     task: str = "cs"
     reversible: bool = True
@@ -210,12 +221,31 @@ class FinetuneConfig:
     center_fraction: float = 0.08
     fresh_operator_per_step: bool = True
     noise_sigma: float = 0.0  # measurement noise std during training
+    # One model for many acquisitions: each step draws its ratio (block CS) uniformly from ratio_range, or its
+    # acceleration from acceleration_range and its mask kind from mask_kinds (MRI); [] = the fixed ratio /
+    # acceleration above.
+    ratio_range: list[float] = field(default_factory=list)
+    acceleration_range: list[float] = field(default_factory=list)
+    mask_kinds: list[str] = field(default_factory=lambda: ["random"])
 
     def validate(self) -> None:
         _check(isinstance(self.prior, str) and isinstance(self.init, str), "finetune.prior",
                "a path to a diffusers UNet folder (finetune.init: an IDM name or folder)")
-        _check(bool(self.prior) != bool(self.init), "finetune.prior",
-               "given, or else finetune.init (an IDM to continue from), but not both")
+        _check(sum(map(bool, (self.prior, self.init, self.backbone))) == 1, "finetune.prior",
+               "given, or else finetune.init (an IDM to continue from) or finetune.backbone (a random-initialised "
+               "diffusers UNet config), exactly one of the three")
+        _check(not self.init_weights or bool(self.backbone), "finetune.init_weights", "used only with finetune.backbone")
+        _check(self.backbone_type in ("UNet2DConditionModel", "UNet2DModel"), "finetune.backbone_type",
+               "'UNet2DConditionModel' or 'UNet2DModel'")
+        _check(self.ratio_range == [] or (len(self.ratio_range) == 2 and 0 < self.ratio_range[0] <= self.ratio_range[1] <= 1),
+               "finetune.ratio_range", "[] or [low, high] with 0 < low <= high <= 1")
+        _check(self.acceleration_range == [] or (len(self.acceleration_range) == 2
+                                                 and 1 <= self.acceleration_range[0] <= self.acceleration_range[1]),
+               "finetune.acceleration_range", "[] or [low, high] with 1 <= low <= high")
+        from idm_imaging.operators.masks import MASK_KINDS
+
+        _check(len(self.mask_kinds) >= 1 and all(k in MASK_KINDS for k in self.mask_kinds), "finetune.mask_kinds",
+               f"a non-empty list of {sorted(MASK_KINDS)}")
         _check(self.T >= 1, "finetune.T", ">= 1")
         _check(self.task in ("cs", "mri"), "finetune.task", "'cs' or 'mri'")
         _check(0 < self.ratio <= 1, "finetune.ratio", "in (0, 1]")

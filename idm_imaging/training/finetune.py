@@ -83,11 +83,28 @@ class FinetuneStage:
 
         if self.init_source is not None:
             return self._continued_model()
-        unet, schedule = load_prior(self.prior_path)
         kwargs = dict(self.fc.idm)
+        kwargs.setdefault("operator_config", self.operator_settings())
+        if self.prior_path is None:  # finetune.backbone: a light design trained from random weights
+            model = IDM(backbone_type=self.fc.backbone_type, backbone_config=dict(self.fc.backbone), T=self.fc.T,
+                        task=self.fc.task, **kwargs)
+            # The noise estimate starts at 0, so the untrained network is the pseudo-inverse, not noise.
+            head = [m for m in model.unet.modules() if type(m).__name__ == "_Head"][-1]
+            torch.nn.init.zeros_(head.conv.weight)
+            torch.nn.init.zeros_(head.conv.bias)
+            if self.fc.init_weights:
+                from idm_imaging.models.registry import resolve_checkpoint
+                from idm_imaging.training.checkpoint import load_model_weights
+
+                try:
+                    load_model_weights(model, resolve_checkpoint(self.cfg.model_ref(self.fc.init_weights)))
+                except (OSError, RuntimeError, ValueError) as err:
+                    raise ValueError(f"config key 'finetune.init_weights': {err}") from err
+            model.reversible = self.fc.reversible
+            return model
+        unet, schedule = load_prior(self.prior_path)
         if schedule is not None:
             kwargs.setdefault("schedule", schedule)
-        kwargs.setdefault("operator_config", self.operator_settings())
         model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, **kwargs)
         model.reversible = self.fc.reversible
         return model
@@ -111,10 +128,32 @@ class FinetuneStage:
         """The acquisition the model is trained for, recorded in its config (users and the evaluation read it)."""
         fc = self.fc
         if fc.task == "cs":
-            return {"type": "BlockCS", "ratio": fc.ratio, "block_size": fc.block_size, "permute": fc.permute,
-                    "seed": fc.operator_seed, "fresh_per_step": fc.fresh_operator_per_step}
-        return {"type": "SingleCoilFourier", "mask": "random", "acceleration": fc.acceleration,
-                "center_fraction": fc.center_fraction, "fresh_per_step": fc.fresh_operator_per_step}
+            rec = {"type": "BlockCS", "ratio": fc.ratio, "block_size": fc.block_size, "permute": fc.permute,
+                   "seed": fc.operator_seed, "fresh_per_step": fc.fresh_operator_per_step}
+            if fc.ratio_range:
+                del rec["ratio"], rec["seed"]
+                rec["ratio_range"] = list(fc.ratio_range)
+            return rec
+        rec = {"type": "SingleCoilFourier", "mask": fc.mask_kinds[0], "acceleration": fc.acceleration,
+               "center_fraction": fc.center_fraction, "fresh_per_step": fc.fresh_operator_per_step}
+        if fc.acceleration_range or len(fc.mask_kinds) > 1:
+            rec = {"type": "SingleCoilFourier", "acceleration_range": list(fc.acceleration_range or [fc.acceleration] * 2),
+                   "mask_kinds": list(fc.mask_kinds), "fresh_per_step": fc.fresh_operator_per_step}
+        return rec
+
+    def draw_setting(self, gen: torch.Generator) -> tuple:
+        """The step's ratio (CS) or (acceleration, mask kind, centre fraction) (MRI): fixed, or drawn from the
+        configured ranges with the step's generator."""
+        fc = self.fc
+        u = float(torch.rand((), generator=gen, dtype=torch.float64)) if (fc.ratio_range or fc.acceleration_range) else 0.0
+        if fc.task == "cs":
+            return (fc.ratio_range[0] + u * (fc.ratio_range[1] - fc.ratio_range[0]),) if fc.ratio_range else (fc.ratio,)
+        if fc.acceleration_range:
+            lo, hi = fc.acceleration_range
+            acc = lo * (hi / lo) ** u  # log-uniform: as many draws in 2x-4x as in 6x-12x
+            kind = fc.mask_kinds[int(torch.randint(0, len(fc.mask_kinds), (1,), generator=gen))]
+            return acc, kind, None  # the kind's default centre for that acceleration
+        return fc.acceleration, fc.mask_kinds[0], fc.center_fraction
 
     def operator(self, gen: torch.Generator):
         """The step's operator: a fresh seed per step (``fresh_operator_per_step``) or one fixed operator."""
@@ -124,10 +163,16 @@ class FinetuneStage:
         if not fc.fresh_operator_per_step and self._fixed_op is not None:
             return self._fixed_op
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if fc.fresh_operator_per_step else fc.operator_seed
+        setting = self.draw_setting(gen)
         if fc.task == "cs":
-            op = BlockCS(fc.ratio, block_size=fc.block_size, permute=fc.permute, seed=seed, img_size=(p, p))
+            op = BlockCS(setting[0], block_size=fc.block_size, permute=fc.permute, seed=seed, img_size=(p, p))
         else:
-            op = SingleCoilFourier(make_mask("random", (p, p), fc.acceleration, fc.center_fraction, seed))
+            acc, kind, centre = setting
+            try:
+                mask = make_mask(kind, (p, p), acc, centre, seed)
+            except ValueError:  # a line count of P columns cannot reach every acceleration: the nearest one can
+                mask = make_mask(kind, (p, p), p / max(1, round(p / acc)), centre, seed)
+            op = SingleCoilFourier(mask)
         if not fc.fresh_operator_per_step:
             self._fixed_op = op
         return op

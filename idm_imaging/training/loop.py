@@ -270,7 +270,8 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
-    t0 = time.perf_counter() - elapsed
+    clock = _CLOCKS[tc.clock]
+    t0 = clock() - elapsed
     # The running loss stays on the device: one host sync per log interval, not per step.
     loss_sum, loss_n = torch.zeros((), dtype=torch.float64, device=device), 0
     out_of_time = False
@@ -308,17 +309,17 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                         raise FloatingPointError(f"non-finite loss {mean_value} in the steps up to {step}")
                     loss_sum, loss_n = torch.zeros_like(loss_sum), 0
                     if info.is_main:
-                        log.write(step, mean_value, lr_used, time.perf_counter() - t0)
+                        log.write(step, mean_value, lr_used, clock() - t0)
                         if tb is not None:
                             tb.add_scalar("loss", mean_value, step)
                             tb.add_scalar("lr", lr_used, step)
                         bar.set_postfix(loss=f"{mean_value:.4g}", lr=f"{lr_used:.2e}")
-                    out_of_time = _out_of_time(tc.max_seconds, time.perf_counter() - t0, info, device)
+                    out_of_time = _out_of_time(tc.max_seconds, clock() - t0, info, device)
                     if tc.fit_to_time and rate_mark is None:
-                        rate_mark = (step, time.perf_counter())
+                        rate_mark = (step, clock())
                     elif tc.fit_to_time:  # refitted at every log point: the machine may slow down or speed up
-                        now = time.perf_counter()
-                        total_steps = _fit_steps(tc, step, rate_mark, now - t0, info, device)
+                        now = clock()
+                        total_steps = _fit_steps(tc, step, rate_mark, now, now - t0, info, device)
                         sched.lr_lambdas[0].refit(sched.last_epoch, total_steps)
                         rate_mark = (step, now)  # the next fit uses the latest interval's rate
                         if bar is not None:
@@ -326,7 +327,7 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
                 if bar is not None:
                     bar.update(1)
                 if step % tc.checkpoint_every == 0 or step == total_steps or out_of_time:
-                    _save_checkpoint(out, step, time.perf_counter() - t0, cfg, stage, model, opt, sched, ema, info)
+                    _save_checkpoint(out, step, clock() - t0, cfg, stage, model, opt, sched, ema, info)
                 if step >= total_steps or out_of_time:
                     break
     finally:
@@ -337,14 +338,20 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         if tb is not None:
             tb.close()
 
-    _finish(out, cfg, stage, model, ema, info, device, step, time.perf_counter() - t0)
+    _finish(out, cfg, stage, model, ema, info, device, step, clock() - t0)
     return out
 
 
-def _fit_steps(tc: TrainConfig, step: int, mark: tuple[int, float], elapsed: float, info: DistInfo, device) -> int:
+# train.clock: "wall" seconds, or "cpu" seconds of this process (a budget that other load on the machine does not
+# eat: what a design study compares arms on)
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _fit_steps(tc: TrainConfig, step: int, mark: tuple[int, float], now: float, elapsed: float, info: DistInfo,
+               device) -> int:
     """Total steps that end the cosine inside ``max_seconds`` at the step rate since ``mark`` (rank 0's figure,
     so that every rank keeps the same schedule); never more than ``train.steps``, never fewer than done."""
-    rate = (step - mark[0]) / max(time.perf_counter() - mark[1], 1e-9)
+    rate = (step - mark[0]) / max(now - mark[1], 1e-9)
     fitted = step + int(0.97 * rate * max(tc.max_seconds - elapsed, 0.0))  # 3 %: final save, slower steps
     total = torch.tensor([float(min(tc.steps, max(fitted, step + 1)))], device=device)
     if info.enabled:

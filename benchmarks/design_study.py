@@ -1,0 +1,253 @@
+"""Design study: IDM variants trained for the same CPU time, compared on validation images (not the test sets).
+
+Every arm is one fine-tuning run (``idm_imaging.training.train``) of one block-CS model for every ratio
+(``finetune.ratio_range``, a fresh matrix and permutation per step), timed in CPU seconds of its own process
+(``train.clock = "cpu"``, one thread), so that arms run side by side get the same budget whatever else the machine
+does. Checkpoints along the way give PSNR-vs-CPU-seconds curves on the validation images: the last 8 BSDS500
+training images (sorted by name; held out of the arms' training data), centre 256x256 crops, luminance, block CS at
+10 / 30 / 50 % with operator seed 1234, paper protocol (Y, 0-255). TV-FISTA on the same images is the reference.
+
+Usage (one arm per process; two processes side by side on a 2-core machine)::
+
+    python benchmarks/design_study.py run light-T8 --budget 480      # trains runs/design-study/light-T8
+    python benchmarks/design_study.py eval                             # every arm's checkpoints -> results JSON
+    python benchmarks/design_study.py report                           # docs/design-study.md + figure
+
+``IDM_IMAGING_DATA`` names the data folder (default ``../shared/datasets`` next to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "design-study"
+RESULTS = ROOT / "benchmarks" / "results" / "design-study.json"
+DOC = ROOT / "docs" / "design-study.md"
+FIGURE = ROOT / "docs" / "design-study.png"
+VAL_RATIOS = (0.1, 0.3, 0.5)
+VAL_SEED = 1234
+N_VAL = 8
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("IDM_IMAGING_DATA", ROOT.parent / "shared" / "datasets"))
+
+
+def split_natural() -> tuple[list[str], list[str]]:
+    """(training files, validation files): Train400 + BSDS500_train without its last 8 images; those 8."""
+    d = data_root() / "natural" / "train"
+    bsds = sorted(str(p) for p in (d / "BSDS500_train").glob("*.jpg"))
+    if not bsds:
+        sys.exit(f"no data: {d}/BSDS500_train is empty or missing (set IDM_IMAGING_DATA)")
+    train = sorted(str(p) for p in (d / "Train400").glob("*.png")) + bsds[:-N_VAL]
+    return train, bsds[-N_VAL:]
+
+
+def light_unet(channels: list[int], layers_per_block: int = 1, groups: int = 8) -> dict:
+    """A diffusers ``UNet2DModel`` config without attention: convolutions only, pixel-unshuffled input (2x2)."""
+    n = len(channels)
+    return dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=layers_per_block,
+                block_out_channels=list(channels), norm_num_groups=groups, add_attention=False,
+                down_block_types=["DownBlock2D"] * n, up_block_types=["UpBlock2D"] * n)
+
+
+# name -> (what it tests, finetune overrides, data overrides, lr)
+ARMS: dict[str, tuple[str, dict, dict, float]] = {
+    "sd-prior-T3": ("today's design: the embedded 15-minute prior (SD-1.x layout 48/96/96/96, attention), T = 3",
+                    {"prior": "prior-gray", "T": 3}, {}, 2e-4),
+    "light-T3": ("convolution-only UNet2DModel 32/64/128, random init, T = 3",
+                 {"backbone": light_unet([32, 64, 128]), "T": 3}, {}, 5e-4),
+    "light-T8": ("convolution-only UNet2DModel 32/64/128, random init, T = 8",
+                 {"backbone": light_unet([32, 64, 128]), "T": 8}, {}, 5e-4),
+    "small-T8": ("narrower UNet2DModel 16/32/64, random init, T = 8",
+                 {"backbone": light_unet([16, 32, 64]), "T": 8}, {}, 5e-4),
+    "light-T8-p128": ("light-T8 on 128x128 patches, batch 2 (same pixels per step as 64x64 x 8)",
+                      {"backbone": light_unet([32, 64, 128]), "T": 8}, {"patch_size": 128, "batch_size": 2}, 5e-4),
+    "small-T12": ("narrower UNet2DModel 16/32/64, random init, T = 12",
+                  {"backbone": light_unet([16, 32, 64]), "T": 12}, {}, 5e-4),
+}
+
+
+def arm_config(name: str, budget: float, out: Path) -> dict:
+    _, ft, data, lr = ARMS[name]
+    train_files, _ = split_natural()
+    finetune = {"task": "cs", "reversible": False, "block_size": 32, "permute": True,
+                "fresh_operator_per_step": True, "ratio_range": [0.01, 0.6], **ft}
+    return {
+        "stage": "finetune", "seed": 0, "output_dir": str(out),
+        "data": {"train": train_files, "patch_size": 64, "batch_size": 8, "num_workers": 0, "augment": True, **data},
+        "train": {"steps": 100000, "max_seconds": budget, "fit_to_time": True, "clock": "cpu", "lr": lr,
+                  "schedule": "cosine", "warmup_steps": 20, "mixed_precision": "no", "grad_clip": 1.0,
+                  "checkpoint_every": 25, "keep_checkpoints": 1000, "log_every": 5, "device": "cpu"},
+        "finetune": finetune,
+    }
+
+
+def run(args) -> None:
+    from idm_imaging.training import train
+
+    torch.set_num_threads(1)
+    out = RUNS / args.arm
+    cfg = arm_config(args.arm, args.budget, out)
+    train(cfg, resume=(out / "checkpoints" / "latest").exists())
+
+
+def validation_set() -> list[np.ndarray]:
+    from PIL import Image
+
+    imgs = []
+    for f in split_natural()[1]:
+        a = np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0
+        h, w = a.shape
+        imgs.append(a[(h - 256) // 2:(h - 256) // 2 + 256, (w - 256) // 2:(w - 256) // 2 + 256])
+    return imgs
+
+
+def score(method, imgs) -> dict:
+    from idm_imaging.metrics import psnr_y
+    from idm_imaging.operators import BlockCS
+
+    out = {}
+    for r in VAL_RATIOS:
+        op = BlockCS(r, 32, permute=True, seed=VAL_SEED, img_size=(256, 256))
+        vals = []
+        for a in imgs:
+            x = torch.from_numpy(a)[None, None]
+            with torch.no_grad():
+                xh = method(op.A(x), op)
+            vals.append(psnr_y(xh[0, 0].clamp(0, 1).numpy(), a))
+        out[f"{r:g}"] = float(np.mean(vals))
+    return out
+
+
+def evaluate(args) -> None:
+    import warnings
+
+    from idm_imaging.benchmark.baselines import TVFista
+    from idm_imaging.training import checkpoint as ckpt
+    from idm_imaging.training.config import load_config
+    from idm_imaging.training.finetune import FinetuneStage
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    imgs = validation_set()
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
+    if "TV-FISTA" not in results:
+        results["TV-FISTA"] = score(TVFista(), imgs)
+    for arm_dir in sorted(p for p in RUNS.iterdir() if p.is_dir()) if RUNS.is_dir() else []:
+        name = arm_dir.name
+        if args.arms and name not in args.arms:
+            continue
+        cfg = load_config(arm_dir / "train_config.json")
+        model = FinetuneStage(cfg).build_model().eval()
+        rec = results["arms"].setdefault(name, {"what": ARMS.get(name, ("",))[0], "points": []})
+        done = {p["step"] for p in rec["points"]}
+        folders = {int(p.name.split("-")[1]): p for p in (arm_dir / "checkpoints").glob("step-*") if p.is_dir()}
+        steps = sorted(folders)
+        if args.every > 1 and steps:  # a subset of checkpoints (the last always) keeps evaluation short
+            steps = sorted(set(steps[::args.every]) | {steps[-1]})
+        for s in steps:
+            if s in done:
+                continue
+            ck = folders[s]
+            ckpt.load_model_weights(model, ck / "model")
+            st = ckpt.load_state(ck, "train_state")
+            psnr = score(model, imgs)
+            rec["points"].append({"step": s, "cpu_s": round(float(st["elapsed"]), 1),
+                                  "samples": s * cfg.data.batch_size * (cfg.data.patch_size / 64) ** 2, **psnr})
+            rec["points"].sort(key=lambda p: p["step"])
+            print(name, s, psnr, flush=True)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1))
+        rec["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    RESULTS.write_text(json.dumps(results, indent=1))
+
+
+def report(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = json.loads(RESULTS.read_text())
+    fig, axes = plt.subplots(1, len(VAL_RATIOS) + 1, figsize=(5 * (len(VAL_RATIOS) + 1), 4))
+    rows = []
+    for name, rec in res["arms"].items():
+        pts = rec["points"]
+        if not pts:
+            continue
+        cpu = np.array([p["cpu_s"] for p in pts]) / 60
+        mean = np.array([np.mean([p[f"{r:g}"] for r in VAL_RATIOS]) for p in pts])
+        for ax, r in zip(axes, VAL_RATIOS):
+            ax.plot(cpu, [p[f"{r:g}"] for p in pts], marker=".", label=name)
+        axes[-1].plot(cpu, mean, marker=".", label=name)
+        half = [p for p in pts if p["cpu_s"] >= pts[-1]["cpu_s"] / 2]
+        slope = (np.mean([half[-1][f"{r:g}"] for r in VAL_RATIOS]) - np.mean([half[0][f"{r:g}"] for r in VAL_RATIOS])) \
+            / max((half[-1]["cpu_s"] - half[0]["cpu_s"]) / 3600, 1e-9)
+        rows.append((name, rec, pts[-1], float(mean[-1]), slope))
+    for ax, r in zip(axes, VAL_RATIOS):
+        ax.axhline(res["TV-FISTA"][f"{r:g}"], color="k", ls="--", label="TV-FISTA")
+        ax.set_title(f"ratio {r:g}")
+    axes[-1].axhline(np.mean([res["TV-FISTA"][f"{r:g}"] for r in VAL_RATIOS]), color="k", ls="--", label="TV-FISTA")
+    axes[-1].set_title("mean of the three ratios")
+    for ax in axes:
+        ax.set_xlabel("CPU minutes (one thread)")
+        ax.set_ylabel("validation PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURE, dpi=80)
+    rows.sort(key=lambda r: -r[3])
+    tv = res["TV-FISTA"]
+    lines = ["# Design study: IDM variants at the same CPU time", "",
+             "Each arm trains one block-CS model for every ratio (ratio drawn per step from 1-60 %, a fresh matrix",
+             "and permutation per step, 64x64 patches, batch 8 unless named, L1 loss, Adam, a cosine fitted to the",
+             "budget) for the same CPU time on one thread, and is scored on validation images that no arm trains on",
+             "(the last 8 BSDS500 training images by name, centre 256x256 crops; paper protocol, operator seed",
+             f"{VAL_SEED}). TV-FISTA (200 iterations, lam 0.001) on the same images: "
+             + " / ".join(f"{tv[f'{r:g}']:.2f}" for r in VAL_RATIOS) + " dB at "
+             + " / ".join(f"{int(r * 100)} %" for r in VAL_RATIOS) + ".", "",
+             "| arm | design | parameters | steps | CPU min | PSNR 10 / 30 / 50 % | mean | slope (dB per CPU-hour, last half) | reproduce |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, rec, last, mean, slope in rows:
+        lines.append(f"| {name} | {rec['what']} | {rec.get('parameters', 0) / 1e6:.2f}M | {last['step']} | "
+                     f"{last['cpu_s'] / 60:.1f} | " + " / ".join(f"{last[f'{r:g}']:.2f}" for r in VAL_RATIOS)
+                     + f" | {mean:.2f} | {slope:+.2f} | `python benchmarks/design_study.py run {name} --budget "
+                     f"{args.budget:g}` |")
+    lines += ["", "![PSNR against CPU time](design-study.png)", "",
+              "Evaluate and redraw: `python benchmarks/design_study.py eval && python benchmarks/design_study.py "
+              "report`. Results: `benchmarks/results/design-study.json`.", ""]
+    extra = Path(args.notes) if args.notes else None
+    if extra and extra.is_file():
+        lines += [extra.read_text().rstrip(), ""]
+    DOC.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train one arm for a CPU-time budget")
+    r.add_argument("arm", choices=sorted(ARMS))
+    r.add_argument("--budget", type=float, default=480.0, help="CPU seconds (one thread)")
+    e = sub.add_parser("eval", help="score every arm's checkpoints on the validation images")
+    e.add_argument("arms", nargs="*")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--every", type=int, default=1, help="score every k-th checkpoint (and the last)")
+    o = sub.add_parser("report", help="write docs/design-study.md and its figure")
+    o.add_argument("--budget", type=float, default=480.0)
+    o.add_argument("--notes", default="", help="a Markdown file appended to the report (conclusions)")
+    args = p.parse_args(argv)
+    {"run": run, "eval": evaluate, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
