@@ -189,6 +189,134 @@ class _Stage(nn.Module):
         return h
 
 
+def _drop_dropout(unet: nn.Module) -> None:
+    """Replace every ``nn.Dropout`` by ``nn.Identity``: the backward recomputation must be deterministic."""
+    for parent in list(unet.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Dropout):
+                setattr(parent, name, nn.Identity())
+
+
+def _select_blocks(unet: nn.Module, backbone_type: str) -> tuple[list, nn.Module | None, list]:
+    """The kept ``(down_blocks, mid_block, up_blocks)``: SD layout: first two down, last two up, no mid block."""
+    down_blocks, up_blocks, mid = list(unet.down_blocks), list(unet.up_blocks), None
+    if backbone_type == "UNet2DConditionModel":
+        if len(down_blocks) < 2 or len(up_blocks) < 2:
+            raise ValueError("backbone_config: the SD layout needs at least two down and two up blocks")
+        down_blocks, up_blocks = down_blocks[:2], up_blocks[-2:]
+    else:
+        mid = unet.mid_block
+    for blk in down_blocks:
+        if type(blk).__name__ not in _DOWN:
+            raise ValueError(f"backbone_config: down block {type(blk).__name__} unsupported; supported: {list(_DOWN)}")
+    for blk in up_blocks:
+        if type(blk).__name__ not in _UP:
+            raise ValueError(f"backbone_config: up block {type(blk).__name__} unsupported; supported: {list(_UP)}")
+    return down_blocks, mid, up_blocks
+
+
+def _sampler_body(module: nn.Module) -> nn.Module:
+    """A down/upsampler as a shape-changing body (resnet-style samplers take the skip-free resnet call)."""
+    return ResnetBody(module) if hasattr(module, "time_emb_proj") else module
+
+
+class _OpsBuilder:
+    """Turns diffusers blocks into the flat op list of :class:`ReversibleUNet`, in order.
+
+    Shape-keeping blocks pile up in ``pending`` as couplings; a run becomes one :class:`_Stage` when it is
+    flushed (before a shape-changing block, or where a skip connection is emitted). ``ch`` is the current
+    channel count, ``level`` the number of downsamplings so far, ``skip_ch`` the channels of the pushed skips.
+    """
+
+    def __init__(self, steps: int, pixel_factor: int, image_channels: int):
+        self.steps, self.pixel_factor, self.image_channels = steps, pixel_factor, image_channels
+        self.ops: list[nn.Module] = []
+        self.pending: list[Coupling] = []
+        self.skip_ch: list[int] = []
+        self.level, self.ch, self.n_injectors = 0, 0, 0
+
+    def couple(self, body: nn.Module, n_sides: int = 0) -> None:
+        self.pending.append(Coupling(body, n_sides=n_sides))
+
+    def inject(self) -> None:
+        """An injector coupling at the current width and resolution (one per shape-keeping block)."""
+        self.n_injectors += 1
+        scale = self.pixel_factor * 2**self.level
+        self.couple(InjectorBody(Injector(self.ch, scale, self.steps, self.image_channels)))
+
+    def flush(self, push_skip: bool = False) -> None:
+        if self.pending:
+            self.ops.append(_Stage(list(self.pending), push_skip))
+            self.pending.clear()
+
+    def shape_changing(self, body: nn.Module, pop_skip: bool = False, push_skip: bool = False) -> None:
+        self.flush()
+        self.ops.append(_Ckpt(body, pop_skip=pop_skip, push_skip=push_skip))
+
+    def add_attention(self, attns, j: int) -> None:
+        if attns is not None and attns[j] is not None:
+            self.couple(SelfAttentionBody(attns[j]))
+            self.inject()
+
+    def add_down_block(self, blk: nn.Module, keep_downsampler: bool) -> None:
+        """Each resnet (+ attention) ends a stage that emits a skip; then the downsampler emits one too."""
+        attns = getattr(blk, "attentions", None)
+        for j, res in enumerate(blk.resnets):
+            if res.in_channels == res.out_channels == self.ch:
+                self.couple(ResnetBody(res))
+            else:
+                self.shape_changing(ResnetBody(res))
+            self.ch = res.out_channels
+            self.inject()
+            self.add_attention(attns, j)
+            self.flush(push_skip=True)
+            self.skip_ch.append(self.ch)
+        if getattr(blk, "downsamplers", None) is not None and keep_downsampler:
+            self.shape_changing(_sampler_body(blk.downsamplers[0]), push_skip=True)
+            self.level += 1
+            self.skip_ch.append(self.ch)
+
+    def add_mid_block(self, mid: nn.Module) -> None:
+        """resnet, (attention, resnet)*: one stage, every block a coupling followed by an injector."""
+        items = [mid.resnets[0]]
+        for a, r in zip(mid.attentions, mid.resnets[1:]):
+            items += [a, r]
+        for it in items:
+            if it is not None:
+                self.couple(ResnetBody(it) if hasattr(it, "conv1") else SelfAttentionBody(it))
+                self.inject()
+        self.flush()
+
+    def widen_for_up_path(self, first_in_channels: int) -> None:
+        """Repeat the features along channels to the width the first kept up block expects (SD layout)."""
+        need = first_in_channels - self.skip_ch[-1]
+        if need != self.ch:
+            if need % self.ch:
+                raise ValueError(f"backbone_config: up path expects {need} channels, down path gives {self.ch}")
+            self.flush()
+            self.ops.append(_Repeat(need // self.ch))
+            self.ch = need
+
+    def add_up_block(self, blk: nn.Module) -> None:
+        """Resnets that keep the width read their skip as a side input (couplings); the others pop it."""
+        attns = getattr(blk, "attentions", None)
+        for j, res in enumerate(blk.resnets):
+            sc = self.skip_ch.pop()
+            if res.in_channels != self.ch + sc:
+                raise ValueError(f"backbone_config: inconsistent up block channels ({res.in_channels} != {self.ch}+{sc})")
+            if self.ch == res.out_channels:
+                self.couple(ResnetBody(res), n_sides=1)
+            else:
+                self.shape_changing(ResnetBody(res), pop_skip=True)
+            self.ch = res.out_channels
+            self.inject()
+            self.add_attention(attns, j)
+        self.flush()
+        if getattr(blk, "upsamplers", None) is not None:
+            self.shape_changing(_sampler_body(blk.upsamplers[0]))
+            self.level -= 1
+
+
 class ReversibleUNet(nn.Module):
     """Noise estimator ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` built from a diffusers UNet.
 
@@ -222,117 +350,32 @@ class ReversibleUNet(nn.Module):
             unet = build_diffusers_unet(backbone_type, backbone_config)
         elif type(unet).__name__ not in SUPPORTED_BACKBONES:
             raise ValueError(f"unet: {type(unet).__name__} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
-        cfg = unet.config
-        if backbone_type == "UNet2DModel" and cfg.get("resnet_time_scale_shift", "default") != "default":
-            raise ValueError("backbone_config: resnet_time_scale_shift='scale_shift' needs a time embedding; use 'default'")
-        if backbone_type == "UNet2DConditionModel" and cfg.get("resnet_time_scale_shift", "default") != "default":
-            raise ValueError("backbone_config: resnet_time_scale_shift must be 'default'")
-        for parent in list(unet.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Dropout):
-                    # recomputation in backward must be deterministic: no dropout (Identity: no call at all)
-                    setattr(parent, name, nn.Identity())
-        self.in_channels, self.out_channels = int(cfg.in_channels), int(cfg.out_channels)
-        down_blocks, up_blocks, mid = list(unet.down_blocks), list(unet.up_blocks), None
-        if backbone_type == "UNet2DConditionModel":
-            if len(down_blocks) < 2 or len(up_blocks) < 2:
-                raise ValueError("backbone_config: the SD layout needs at least two down and two up blocks")
-            down_blocks, up_blocks = down_blocks[:2], up_blocks[-2:]
-        else:
-            mid = unet.mid_block
-        for blk in down_blocks:
-            if type(blk).__name__ not in _DOWN:
-                raise ValueError(f"backbone_config: down block {type(blk).__name__} unsupported; supported: {list(_DOWN)}")
-        for blk in up_blocks:
-            if type(blk).__name__ not in _UP:
-                raise ValueError(f"backbone_config: up block {type(blk).__name__} unsupported; supported: {list(_UP)}")
+        if unet.config.get("resnet_time_scale_shift", "default") != "default":
+            raise ValueError("backbone_config: resnet_time_scale_shift must be 'default' (no time embedding is kept)")
+        _drop_dropout(unet)
+        self.in_channels, self.out_channels = int(unet.config.in_channels), int(unet.config.out_channels)
+        down_blocks, mid, up_blocks = _select_blocks(unet, backbone_type)
 
-        ops: list[nn.Module] = []
-        pending: list[Coupling] = []
-        level, ch = 0, None
-        skip_ch: list[int] = []
-        n_inj = 0
-
-        def inj(channels):
-            nonlocal n_inj
-            n_inj += 1
-            return Coupling(InjectorBody(Injector(channels, pixel_factor * 2**level, steps, image_channels)))
-
-        def flush(push_skip=False):
-            if pending:
-                ops.append(_Stage(list(pending), push_skip))
-                pending.clear()
-
-        ops.append(_Ckpt(unet.conv_in, push_skip=True))
-        ch = unet.conv_in.out_channels
-        skip_ch.append(ch)
-        n_down = len(down_blocks)
-        for bi, blk in enumerate(down_blocks):
-            attns = getattr(blk, "attentions", None)
-            for j, res in enumerate(blk.resnets):
-                if res.in_channels == res.out_channels == ch:
-                    pending.append(Coupling(ResnetBody(res)))
-                else:
-                    flush()
-                    ops.append(_Ckpt(ResnetBody(res)))
-                ch = res.out_channels
-                pending.append(inj(ch))
-                if attns is not None and attns[j] is not None:
-                    pending.append(Coupling(SelfAttentionBody(attns[j])))
-                    pending.append(inj(ch))
-                flush(push_skip=True)
-                skip_ch.append(ch)
-            keep_down = not (backbone_type == "UNet2DConditionModel" and bi == n_down - 1)
-            if getattr(blk, "downsamplers", None) is not None and keep_down:
-                down = blk.downsamplers[0]
-                ops.append(_Ckpt(ResnetBody(down) if hasattr(down, "time_emb_proj") else down, push_skip=True))
-                level += 1
-                skip_ch.append(ch)
-        self.downsampling = pixel_factor * 2**level
-        self.unet_downsampling = 2**level
+        b = _OpsBuilder(steps, pixel_factor, image_channels)
+        b.shape_changing(unet.conv_in, push_skip=True)
+        b.ch = unet.conv_in.out_channels
+        b.skip_ch.append(b.ch)
+        for i, blk in enumerate(down_blocks):
+            # the SD layout keeps the second down block without its downsampler
+            keep_downsampler = not (backbone_type == "UNet2DConditionModel" and i == len(down_blocks) - 1)
+            b.add_down_block(blk, keep_downsampler)
+        self.downsampling = pixel_factor * 2**b.level
+        self.unet_downsampling = 2**b.level
         if mid is not None:
-            items = [mid.resnets[0]]
-            for a, r in zip(mid.attentions, mid.resnets[1:]):
-                items += [a, r]
-            for it in items:
-                if it is None:
-                    continue
-                body = ResnetBody(it) if hasattr(it, "conv1") else SelfAttentionBody(it)
-                pending += [Coupling(body), inj(ch)]
-            flush()
-        first = up_blocks[0].resnets[0]
-        need = first.in_channels - skip_ch[-1]
-        if need != ch:
-            if need % ch:
-                raise ValueError(f"backbone_config: up path expects {need} channels, down path gives {ch}")
-            ops.append(_Repeat(need // ch))
-            ch = need
+            b.add_mid_block(mid)
+        b.widen_for_up_path(up_blocks[0].resnets[0].in_channels)
         for blk in up_blocks:
-            attns = getattr(blk, "attentions", None)
-            for j, res in enumerate(blk.resnets):
-                sc = skip_ch.pop()
-                if res.in_channels != ch + sc:
-                    raise ValueError(f"backbone_config: inconsistent up block channels ({res.in_channels} != {ch}+{sc})")
-                if ch == res.out_channels:
-                    pending.append(Coupling(ResnetBody(res), n_sides=1))
-                else:
-                    flush()
-                    ops.append(_Ckpt(ResnetBody(res), pop_skip=True))
-                ch = res.out_channels
-                pending.append(inj(ch))
-                if attns is not None and attns[j] is not None:
-                    pending.append(Coupling(SelfAttentionBody(attns[j])))
-                    pending.append(inj(ch))
-            flush()
-            if getattr(blk, "upsamplers", None) is not None:
-                up = blk.upsamplers[0]
-                ops.append(_Ckpt(ResnetBody(up) if hasattr(up, "time_emb_proj") else up))
-                level -= 1
-        if level != 0 or skip_ch:
+            b.add_up_block(blk)
+        if b.level != 0 or b.skip_ch:
             raise ValueError("backbone_config: down/up paths do not match after block selection")
-        ops.append(_Ckpt(_Head(unet.conv_norm_out, unet.conv_act, unet.conv_out)))
-        self.ops = nn.ModuleList(ops)
-        self.n_injectors = n_inj
+        b.shape_changing(_Head(unet.conv_norm_out, unet.conv_act, unet.conv_out))
+        self.ops = nn.ModuleList(b.ops)
+        self.n_injectors = b.n_injectors
 
         # Parameter-name map to the source diffusers UNet (same module objects).
         src = {id(p): k for k, p in unet.named_parameters()}
