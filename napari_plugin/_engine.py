@@ -43,6 +43,7 @@ __all__ = [
     "ReconResult",
     "available_devices",
     "model_choices",
+    "default_model",
     "load_model",
     "reconstruct",
     "run_to_completion",
@@ -201,6 +202,18 @@ def model_choices(task: str) -> list[str]:
     return names + [PSEUDO_INVERSE, CHECKPOINT]
 
 
+def default_model(acquisition: Acquisition) -> str | None:
+    """The embedded model the command line would pick for ``acquisition`` (nearest ratio / acceleration:
+    ``idm_imaging.models.registry.default_model``), or None when none of its task is installed."""
+    try:
+        from idm_imaging.models.registry import default_model as pick
+    except ImportError:  # models not shipped
+        return None
+    if acquisition.mode == "block_cs":
+        return pick("cs", ratio=acquisition.ratio)
+    return pick("mri", acceleration=acquisition.acceleration if acquisition.mode == "fourier" else None)
+
+
 def load_model(choice: str, checkpoint: str | None = None):
     """Return the IDM for a menu ``choice`` (None for pseudo-inverse); raises ValueError naming the folder."""
     if choice == PSEUDO_INVERSE:
@@ -243,11 +256,13 @@ def reconstruct(
             (may be None) in ``"measured"`` mode.
         acquisition: what to simulate (or ``mode="measured"``: use ``kspace`` and ``mask``).
         name: the input layer's name, used as prefix of the output names.
+        model_name: what the IDM output layer's name says ran, e.g. ``"mri-8x"``.
         model: an ``IDM`` (``model(y, operator)``) or None for the pseudo-inverse only; its ``config.task``
             must match ``acquisition.task``.
         device: torch device string ("auto", "cpu", "cuda:0", "mps").
         batch_size: slices per forward pass.
-        precision: "fp32" or "bf16" (the model under bfloat16 autocast; see ``iter_reconstruct_volume``).
+        precision: "fp32" or "bf16" (the model under bfloat16 autocast; fp32 where the device has no native bf16,
+            see ``idm_imaging.inference.resolve_precision``).
         kspace: measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
         mask: sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
         cancel: callable or ``threading.Event``; when true between batches the run stops and returns None.
@@ -324,11 +339,12 @@ def reconstruct(
 
     params = {"acquisition": acquisition.to_dict(), "input": name, "device": str(dev), "batch_size": batch_size,
               "model": model_name if model is not None else PSEUDO_INVERSE, "intensity_scale": res.scale,
-              "intensity_offset": res.offset}
+              "intensity_offset": res.offset, "precision": res.info.get("precision")}
     zf_name = "zero-filled" if acquisition.task == "mri" else "pseudo-inverse"
-    outputs = [(zf_name, f"{name} {zf_name} {acquisition.label}", res.pinv.abs())]
+    # magnitudes of complex results; a real result (block CS, a signed image under MRI) keeps its sign
+    outputs = [(zf_name, f"{name} {zf_name} {acquisition.label}", _shown(res.pinv))]
     if res.recon is not None:
-        outputs.append(("IDM", f"{name} IDM {acquisition.label}", res.recon.abs()))
+        outputs.append(("IDM", f"{name} IDM ({model_name}) {acquisition.label}", _shown(res.recon)))
     metrics: dict[str, dict[str, float]] = {}
     layers = []
     for method, lname, out in outputs:
@@ -339,10 +355,14 @@ def reconstruct(
         layers.append(OutputLayer(out.numpy(), lname, meta))
     if res.reference is not None:
         best = outputs[-1][0]
-        err = (outputs[-1][2] - res.reference.abs()).abs().numpy()
+        err = (outputs[-1][2] - _shown(res.reference)).abs().numpy()
         meta = {"idm_imaging": {**params, "method": f"|{best} - reference|", "metrics": metrics[best]}}
         layers.append(OutputLayer(err, f"{name} |error| {acquisition.label}", meta))
     return ReconResult(layers, metrics, time.perf_counter() - t0)
+
+
+def _shown(t):
+    return t.abs() if t.is_complex() else t
 
 
 def run_to_completion(image, acquisition: Acquisition, **kwargs) -> ReconResult | None:

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,7 @@ class IDMReconstructionWidget(Container):
         self.device = ComboBox(label="device", choices=_engine.available_devices())
         # CPU: one slice per step so progress moves at once; accelerators: batches fill the device
         self.batch_size = SpinBox(label="batch size", value=1 if self.device.value == "cpu" else 8, min=1, max=256)
-        self.bf16 = CheckBox(label="faster (bf16)", value=False)
+        self.bf16 = CheckBox(label="bf16", value=False)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1)
@@ -94,14 +95,20 @@ class IDMReconstructionWidget(Container):
                      self.checkpoint, self.device, self.batch_size, self.bf16, self.run_button, self.cancel_button,
                      self.progress, self.metrics])
 
+        self._auto_model = True  # the model follows the acquisition (as on the command line) until one is chosen
+        self._setting_model = False
         self.mode.changed.connect(self._update_visibility)
-        self.model.changed.connect(self._update_visibility)
+        self.model.changed.connect(self._on_model_changed)
+        for w in (self.ratio, self.acceleration):
+            w.changed.connect(self._follow_default_model)
+        self.device.changed.connect(self._update_bf16)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
                    self.viewer.layers.events.reordered):
             ev.connect(self._refresh_layers)
         self._update_visibility()
+        self._update_bf16()
 
     # -- choices ---------------------------------------------------------------------------------
     def _image_layers(self, _widget=None):
@@ -135,10 +142,55 @@ class IDMReconstructionWidget(Container):
             w.visible = mode == "measured"
         self.input.visible = self.sigma.visible = mode != "measured"
         current = self.model.value
-        self.model.reset_choices()
-        if current in self.model.choices:
-            self.model.value = current
+        self._setting_model = True
+        try:
+            self.model.reset_choices()
+            if current in self.model.choices:
+                self.model.value = current
+            else:  # the chosen model is not one of this task's: follow the acquisition again
+                self._auto_model = True
+        finally:
+            self._setting_model = False
+        self._follow_default_model()
         self.checkpoint.visible = self.model.value == CHECKPOINT
+
+    def default_model(self) -> str | None:
+        """The embedded model the command line picks for the current acquisition (None: none installed)."""
+        try:
+            return _engine.default_model(self.acquisition())
+        except (ValueError, TypeError):  # parameters being edited
+            return None
+
+    def _follow_default_model(self, _event=None):
+        if not self._auto_model:
+            return
+        name = self.default_model()
+        if name is not None and name in self.model.choices and name != self.model.value:
+            self._setting_model = True
+            try:
+                self.model.value = name
+            finally:
+                self._setting_model = False
+
+    def _on_model_changed(self, _event=None):
+        if not self._setting_model:  # the user's choice: keep it, unless it is the default itself
+            self._auto_model = self.model.value == self.default_model()
+        self.checkpoint.visible = self.model.value == CHECKPOINT
+
+    def _update_bf16(self, _event=None):
+        """bf16 is offered only where it is faster (native support on the device): elsewhere it is slower."""
+        from idm_imaging.inference import bf16_is_fast
+
+        try:
+            fast = bf16_is_fast(self.device.value)
+        except ValueError:
+            fast = False
+        if not fast:
+            self.bf16.value = False
+        self.bf16.enabled = fast
+        self.bf16.text = "bf16 (faster here)" if fast else "bf16 (no native support on this device)"
+        self.bf16.tooltip = ("run the model under bfloat16 autocast" if fast else
+                             "this device has no native bfloat16: it would be slower than float32")
 
     # -- run -------------------------------------------------------------------------------------
     @property
@@ -158,7 +210,7 @@ class IDMReconstructionWidget(Container):
         acq = self.acquisition()
         job: dict[str, Any] = {"acquisition": acq, "device": self.device.value,
                                "batch_size": int(self.batch_size.value),
-                               "precision": "bf16" if self.bf16.value else "fp32"}
+                               "precision": "bf16" if self.bf16.value and self.bf16.enabled else "fp32"}
         if acq.mode == "measured":
             if self.kspace.value is None or self.mask.value is None:
                 raise ValueError("measured k-space: choose a k-space layer (complex data) and a mask layer")
@@ -198,13 +250,14 @@ class IDMReconstructionWidget(Container):
             return
         choice = self.model.value
         checkpoint = str(self.checkpoint.value) if choice == CHECKPOINT else None
+        shown_name = Path(checkpoint).name if checkpoint else choice
         layer = job.pop("layer")
         self._cancel.clear()
 
         def work():
             yield _engine.Progress(0, 1, "loading model" if choice != PSEUDO_INVERSE else "")
             model = self._get_model(choice, checkpoint)
-            return (yield from _engine.reconstruct(**job, model=model, model_name=choice, cancel=self._cancel))
+            return (yield from _engine.reconstruct(**job, model=model, model_name=shown_name, cancel=self._cancel))
 
         # errors are shown by _on_error as one notification, not re-raised into the Qt event loop
         worker = thread_worker(work, start_thread=False, ignore_errors=True)()

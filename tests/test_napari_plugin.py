@@ -137,13 +137,15 @@ def test_tiny_idm_runs_through_engine():
     img = make_phantom(32)
     res = run_to_completion(np.stack([img, img[::-1]]), Acquisition(acceleration=4), model=model,
                             model_name="tiny", batch_size=2, name="p")
-    assert [layer.name for layer in res.layers] == ["p zero-filled 4x random", "p IDM 4x random",
+    assert [layer.name for layer in res.layers] == ["p zero-filled 4x random", "p IDM (tiny) 4x random",
                                                     "p |error| 4x random"]
     assert res.layers[1].data.shape == (2, 32, 32)
     assert all(math.isfinite(v["psnr"]) for v in res.metrics.values())
     assert res.layers[1].metadata["idm_imaging"]["model"] == "tiny"
 
 
+@pytest.mark.skipif(not __import__("idm_imaging.inference").inference.bf16_is_fast("cpu"),
+                    reason="this CPU has no native bf16: bf16 runs in fp32")
 def test_engine_bf16_close_to_fp32():
     idm = pytest.importorskip("idm_imaging.models").IDM
     torch.manual_seed(0)
@@ -347,10 +349,52 @@ def test_widget_checkpoint_folder_idm(widget, qtbot, tmp_path):
     w.run_button.clicked.emit()
     _wait(qtbot, w, 60000)
     names = [lay.name for lay in viewer.layers]
-    assert names == ["vol", "vol zero-filled 4x random", "vol IDM 4x random", "vol |error| 4x random"]
-    assert viewer.layers["vol IDM 4x random"].data.shape == (3, 32, 32)
-    np.testing.assert_allclose(viewer.layers["vol IDM 4x random"].scale, (4.0, 1.0, 1.0))
-    assert math.isfinite(viewer.layers["vol IDM 4x random"].metadata["idm_imaging"]["metrics"]["psnr"])
+    assert names == ["vol", "vol zero-filled 4x random", "vol IDM (tiny) 4x random", "vol |error| 4x random"]
+    assert viewer.layers["vol IDM (tiny) 4x random"].data.shape == (3, 32, 32)
+    np.testing.assert_allclose(viewer.layers["vol IDM (tiny) 4x random"].scale, (4.0, 1.0, 1.0))
+    assert math.isfinite(viewer.layers["vol IDM (tiny) 4x random"].metadata["idm_imaging"]["metrics"]["psnr"])
+
+
+@napari_needed
+def test_widget_model_follows_the_acquisition_like_the_cli(widget):
+    from idm_imaging.models.registry import default_model
+
+    viewer, w = widget
+    if default_model("mri", acceleration=8) is None or default_model("cs", ratio=0.5) is None:
+        pytest.skip("no embedded models in this installation")
+    w.mode.value = "Single-coil MRI (simulated)"
+    w.acceleration.value = 4.0
+    assert w.model.value == default_model("mri", acceleration=4)
+    w.acceleration.value = 8.0
+    assert w.model.value == default_model("mri", acceleration=8) != default_model("mri", acceleration=4)
+    w.mode.value = "Block CS (natural images)"
+    w.ratio.value = 0.5
+    assert w.model.value == default_model("cs", ratio=0.5)
+    w.model.value = PSEUDO_INVERSE  # the user's choice stays
+    w.ratio.value = 0.1
+    assert w.model.value == PSEUDO_INVERSE
+
+
+@napari_needed
+def test_widget_offers_bf16_only_where_native(make_napari_viewer, monkeypatch):
+    from idm_imaging import inference
+    from napari_plugin._widget import IDMReconstructionWidget
+
+    monkeypatch.setattr(inference, "_cpu_capabilities", lambda: {"avx2": True})
+    w = IDMReconstructionWidget(make_napari_viewer())
+    w.device.value = "cpu"
+    assert not w.bf16.enabled and not w.bf16.value and "faster" not in w.bf16.text
+    monkeypatch.setattr(inference, "_cpu_capabilities", lambda: {"amx_bf16": True})
+    w._update_bf16()
+    assert w.bf16.enabled and "faster" in w.bf16.text
+
+
+def test_engine_signed_image_stays_signed():
+    ct = -1000.0 + 2000.0 * make_phantom(64)
+    res = run_to_completion(ct, Acquisition(acceleration=4), name="ct")
+    assert res.layers[0].data.min() < -900  # air is -1000 HU, not its magnitude
+    np.testing.assert_allclose(res.layers[-1].data, np.abs(res.layers[0].data - ct), atol=0.05)  # signed error
+    assert res.metrics["zero-filled"]["psnr"] > 15
 
 
 class _GatedPseudoInverse(torch.nn.Module):

@@ -37,3 +37,40 @@ def resolve_checkpoint(name_or_dir: str | os.PathLike) -> Path:
         return folder
     raise ValueError(f"name_or_dir: {name!r} is neither a folder nor an embedded model; "
                      f"available names: {sorted(REGISTRY) or '(none)'}")
+
+
+def default_model(task: str, ratio: float | None = None, acceleration: float | None = None) -> str | None:
+    """The embedded model for ``task`` ("cs" / "mri") when none is named (command line, napari widget): the one
+    whose training acquisition is closest to the requested block-CS ``ratio`` / MRI ``acceleration`` (inside a
+    model's ``ratio_range`` / ``acceleration_range`` counts as exact); the first of the task without a value;
+    None when this installation has no model of the task."""
+    import json
+    import math
+
+    if task not in ("cs", "mri"):
+        raise ValueError(f"task: expected 'cs' or 'mri', got {task!r}")
+    key, want = ("ratio", ratio) if task == "cs" else ("acceleration", acceleration)
+    best, best_gap = None, math.inf
+    for name in available_models():
+        try:
+            cfg = json.loads((WEIGHTS_DIR / REGISTRY[name] / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if cfg.get("task") != task:
+            continue
+        op = cfg.get("operator_config") or {}
+        span = op.get(f"{key}_range")
+        value = op.get(key, (op.get("mask_params") or {}).get(key))
+        gap = math.inf
+        try:
+            if want is None:
+                gap = 0.0
+            elif span is not None:
+                gap = max(float(span[0]) - float(want), float(want) - float(span[1]), 0.0)
+            elif value is not None:
+                gap = abs(float(value) - float(want))
+        except (TypeError, ValueError, IndexError):
+            pass
+        if best is None or gap < best_gap:
+            best, best_gap = name, gap
+    return best
