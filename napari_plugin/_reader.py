@@ -61,8 +61,9 @@ def read_layers(path) -> list[tuple]:
     if isinstance(path, (list, tuple)):
         path = path[0]
     p = Path(os.fspath(path))
-    is_h5 = p.name.lower().endswith(".h5")
-    tensor, meta = read_scan(p, kspace=True) if is_h5 else read_scan(p)
+    tensor, meta = read_scan(p)  # crafted files raise ScanReadError (HDF5/MATLAB are parsed in a child process)
+    if "kspace" in meta.get("datasets", {}):
+        tensor, meta = read_scan(p, kspace=True)
     data = tensor.numpy()
     spacing = tuple(float(s) for s in meta.get("spacing", (1.0,) * data.ndim))
     base = p.name

@@ -1,6 +1,7 @@
 """The idm-imaging command line: reconstruct on every input kind (geometry kept), simulate, models, errors, --help."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,7 +210,7 @@ def test_reconstruct_fastmri_kspace_as_given(tmp_path, capsys):
 def test_fully_sampled_fastmri_is_simulated_and_needs_mask(tmp_path, capsys):
     _fastmri_file(tmp_path / "full.h5", undersample=False)
     code, _, err = _run(["reconstruct", tmp_path / "full.h5", "--out", tmp_path / "r.nii.gz", "--task", "mri"], capsys)
-    assert code == 2 and "--mask" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--acceleration" in err and len(err.strip().splitlines()) == 1
     code, out, err = _run(["reconstruct", tmp_path / "full.h5", "--out", tmp_path / "r.nii.gz", "--task", "mri",
                            "--mask", "random", "--acceleration", 4], capsys)
     assert code == 0, err
@@ -267,7 +268,7 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     assert np.load(tmp_path / "r.npy").dtype == np.float32  # real input -> real (magnitude) output
     # a cs request has no embedded model: falls back on the pseudo-inverse and says so
     code, out, _ = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "r.npy", "--task", "cs",
-                         "--ratio", 0.5, "--block-size", 16], capsys)
+                         "--ratio", 0.5, "--block-size", 16, "--overwrite"], capsys)
     assert code == 0 and "no embedded IDM model for --task cs" in out
     code, _, err = _run(["models", "info", "nope"], capsys)
     assert code == 2 and "NAME 'nope'" in err
@@ -284,7 +285,12 @@ def png(tmp_path):
     (["--task", "cs"], "--ratio"),
     (["--task", "cs", "--ratio", "1.5"], "--ratio"),
     (["--task", "mri", "--ratio", "0.1", "--mask", "random", "--acceleration", "4"], "--ratio"),
-    (["--task", "mri", "--acceleration", "4"], "--mask"),
+    (["--task", "mri", "--mask", "random"], "--acceleration"),
+    (["--task", "cs", "--ratio", "0.1", "--block-size", "4096"], "--block-size"),
+    (["--task", "cs", "--ratio", "0.1", "--device", "meta"], "--device"),
+    (["--task", "cs", "--ratio", "0.1", "--device", "mps"], "--device"),
+    (["--task", "cs", "--ratio", "0.1", "--device", "xla"], "--device"),
+    (["--task", "cs", "--ratio", "0.1", "--slices", "0:2"], "--slices"),
     (["--task", "mri", "--mask", "random", "--acceleration", "0.5"], "--acceleration"),
     (["--task", "cs", "--ratio", "0.1", "--mask", "random"], "--mask"),
     (["--task", "cs", "--ratio", "0.1", "--batch-size", "0"], "--batch-size"),
@@ -331,3 +337,130 @@ def test_benchmark_options_pass_through_or_clear_error(capsys):
         main(["benchmark", "--no-such-option"])
     assert exc.value.code == 2
     assert "idm-imaging benchmark" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- start-up, defaults, slices
+def test_parser_does_not_import_torch():
+    code = ("import sys, time; t = time.perf_counter(); from idm_imaging.cli import build_parser; build_parser(); "
+            "print(time.perf_counter() - t, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False", "idm-imaging --help must not import torch (start-up time)"
+
+
+def test_mask_kinds_spelled_out_match_the_operators():
+    from idm_imaging.cli._common import MASK_KINDS
+    from idm_imaging.operators import MASK_KINDS as OPERATOR_KINDS
+
+    assert tuple(MASK_KINDS) == tuple(OPERATOR_KINDS)
+
+
+def test_mri_mask_defaults_to_random(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", _phantom(32))
+    code, out, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "a.npy", "--task", "mri",
+                           "--acceleration", 4, "--model", "pinv"], capsys)
+    assert code == 0, err and "random" in out
+    _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "b.npy", "--task", "mri", "--acceleration", 4,
+          "--model", "pinv", "--mask", "random"], capsys)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_slices_reconstructs_a_range_and_keeps_its_position(tmp_path, capsys):
+    vol = _phantom(32, depth=6)
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    affine[:3, 3] = [10, 20, 30]
+    nib.save(nib.Nifti1Image(vol.T.copy(), affine), tmp_path / "v.nii.gz")
+    code, out, err = _run(["reconstruct", tmp_path / "v.nii.gz", "--out", tmp_path / "r.nii.gz", "--task", "mri",
+                           "--acceleration", 4, "--model", "pinv", "--slices", "2:5"], capsys)
+    assert code == 0, err
+    img = nib.load(tmp_path / "r.nii.gz")
+    assert img.shape == (32, 32, 3)
+    assert np.allclose(img.affine[:3, 3], [10, 20, 30 + 2 * 3.0])  # slice 2 of the input is slice 0 here
+    for bad in ("5:2", "a:b", "7:9", "3"):
+        code, _, err = _run(["reconstruct", tmp_path / "v.nii.gz", "--out", tmp_path / "s.nii.gz", "--task", "mri",
+                             "--acceleration", 4, "--slices", bad], capsys)
+        assert code == 2 and "--slices" in err, bad
+
+
+# ------------------------------------------------------------------------------------------------ no lost files
+def test_out_equal_to_input_is_refused(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", _phantom(32))
+    before = (tmp_path / "x.npy").read_bytes()
+    for out in (tmp_path / "x.npy", Path(str(tmp_path) + "/./x.npy")):
+        code, _, err = _run(["reconstruct", tmp_path / "x.npy", "--out", out, "--task", "cs", "--ratio", 0.3,
+                             "--model", "pinv", "--overwrite"], capsys)
+        assert code == 2 and "INPUT" in err and "--out" in err
+    assert (tmp_path / "x.npy").read_bytes() == before
+
+
+def test_existing_out_needs_overwrite(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", _phantom(32))
+    (tmp_path / "o.npy").write_bytes(b"precious")
+    argv = ["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "o.npy", "--task", "cs", "--ratio", 0.3,
+            "--model", "pinv"]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "--overwrite" in err and (tmp_path / "o.npy").read_bytes() == b"precious"
+    code, _, err = _run(argv + ["--overwrite"], capsys)
+    assert code == 0, err and np.load(tmp_path / "o.npy").shape == (32, 32)
+
+
+def test_failed_run_writes_nothing(tmp_path, capsys):
+    np.save(tmp_path / "zeros.npy", np.zeros((32, 32), np.float32))  # metrics fail: all-zero reference
+    code, _, err = _run(["reconstruct", tmp_path / "zeros.npy", "--out", tmp_path / "o.nii.gz", "--task", "mri",
+                         "--acceleration", 4, "--model", "pinv"], capsys)
+    assert code == 2 and sorted(os.listdir(tmp_path)) == ["zeros.npy"]
+
+
+def test_failed_simulate_leaves_nothing_and_respects_existing_files(tmp_path, capsys, monkeypatch):
+    import idm_imaging.io.writers as writers
+
+    np.save(tmp_path / "x.npy", _phantom(32))
+    out = tmp_path / "sim"
+    real = writers._write_npy
+
+    def fail_second(arr, tmp, meta, path):  # the pinv write (after the measurement was written) fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writers, "_WRITERS", {**writers._WRITERS, ".npy": fail_second})
+    code, _, err = _run(["simulate", tmp_path / "x.npy", "--out", out, "--task", "cs", "--ratio", 0.3], capsys)
+    assert code == 2 and "disk full" in err
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["x.npy"]
+    monkeypatch.setattr(writers, "_WRITERS", {**writers._WRITERS, ".npy": real})
+    argv = ["simulate", tmp_path / "x.npy", "--out", out, "--task", "cs", "--ratio", 0.3]
+    assert _run(argv, capsys)[0] == 0
+    code, _, err = _run(argv + ["--seed", 1], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert _run(argv + ["--seed", 1, "--overwrite"], capsys)[0] == 0
+
+
+def test_16bit_tiff_keeps_its_scale(tmp_path, capsys):
+    img = (np.clip(_phantom(32), 0, 1) * 48720).astype(np.uint16)
+    Image.fromarray(img).save(tmp_path / "x.tif")
+    code, _, err = _run(["reconstruct", tmp_path / "x.tif", "--out", tmp_path / "o.tif", "--task", "cs",
+                         "--ratio", 1.0, "--model", "pinv"], capsys)
+    assert code == 0, err
+    out = np.asarray(Image.open(tmp_path / "o.tif"))
+    assert np.allclose(out, img, atol=0.05 * 48720) and out.max() > 40000
+    code, _, err = _run(["reconstruct", tmp_path / "x.tif", "--out", tmp_path / "o.png", "--task", "cs",
+                         "--ratio", 1.0, "--model", "pinv"], capsys)
+    png = np.asarray(Image.open(tmp_path / "o.png"))
+    assert code == 0 and png.dtype == np.uint16 and abs(int(png.max()) - int(img.max())) < 0.05 * 48720
+
+
+def test_sigterm_leaves_no_temporary_file(tmp_path):
+    code = ("import numpy as np, sys, time\n"
+            "from idm_imaging.cli import main\n"
+            "import idm_imaging.io.writers as w\n"
+            "real = w._write_npy\n"
+            "def slow(arr, tmp, meta, path):\n"
+            "    real(arr, tmp, meta, path); print('writing', flush=True); time.sleep(60)\n"
+            "w._WRITERS['.npy'] = slow\n"
+            "np.save(sys.argv[1] + '/x.npy', np.random.rand(32, 32).astype(np.float32))\n"
+            "sys.exit(main(['reconstruct', sys.argv[1] + '/x.npy', '--out', sys.argv[1] + '/o.npy', '--task', 'cs',"
+            " '--ratio', '0.3', '--model', 'pinv']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("writing"):
+            break
+    proc.terminate()
+    assert proc.wait(60) == 130
+    assert sorted(os.listdir(tmp_path)) == ["x.npy"]

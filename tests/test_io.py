@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import h5py
 import nibabel as nib
@@ -393,3 +395,35 @@ def test_write_rejects_bad_input_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         write_scan(np.ones((4, 4)), tmp_path / "no" / "a.npy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_keep_the_raster_scale(tmp_path):
+    img = (np.arange(32 * 32).reshape(32, 32) * 47).astype(np.uint16)  # 0..48081
+    Image.fromarray(img).save(tmp_path / "a.tif")
+    x, meta = read_scan(tmp_path / "a.tif")
+    assert meta["value_scale"] == 65535.0 and float(x.max()) < 1
+    for name in ("o.tif", "o.nii.gz", "o.npy"):
+        back, _ = read_scan(write_scan(x, tmp_path / name, meta))
+        assert np.allclose(back.numpy(), img, atol=1e-2), name
+    back, m = read_scan(write_scan(x, tmp_path / "o.png", meta))  # 16-bit PNG
+    assert np.array_equal(np.rint(back.numpy() * m["value_scale"]), img)
+
+
+def test_atomic_write_fsyncs_and_clears_a_killed_writers_temporaries(tmp_path, monkeypatch):
+    import idm_imaging.io.writers as writers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".o.npy.{dead.pid}.abc123.tmp.npy"  # left by a writer killed with SIGKILL
+    stale.write_bytes(b"x")
+    alive = tmp_path / f".o.npy.{os.getppid()}.def456.tmp.npy"  # a live writer's: kept
+    alive.write_bytes(b"x")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(writers.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    write_scan(np.ones((4, 4), np.float32), tmp_path / "o.npy")
+    assert len(synced) == 2  # the file, then its folder
+    assert not stale.exists() and alive.exists()
+    with pytest.raises(FileExistsError):
+        write_scan(np.zeros((4, 4), np.float32), tmp_path / "o.npy", overwrite=False)
+    assert np.load(tmp_path / "o.npy").sum() == 16

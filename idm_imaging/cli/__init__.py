@@ -1,8 +1,10 @@
 """The ``idm-imaging`` command line: one entry point, one sub-command per job.
 
 Each sub-command is a module with ``add_parser(sub)`` and ``run(args) -> int``. User errors (bad arguments,
-unreadable files: :class:`UserError`, ``ValueError``, ``TypeError``, ``FileNotFoundError``) print one line and exit
-with code 2, without a traceback.
+unreadable files: :class:`UserError`, ``ValueError``, ``OSError``, ``MemoryError``) print one line and exit with
+code 2, without a traceback; anything else (``TypeError`` included) is a bug and keeps its traceback. SIGTERM is
+handled like Ctrl-C (exit 130 after cleaning up partial outputs). The command never touches the network: the
+Hugging Face libraries are put offline.
 
 Example::
 
@@ -12,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from idm_imaging.cli import benchmark, demo, models, reconstruct, simulate, train
@@ -34,7 +38,19 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # unwinds through atomic_write's cleanup: no temporary file is left behind
+
+
 def main(argv: list[str] | None = None) -> int:
+    # a model folder's config.json may name a hub id: loading a local folder must never reach the network
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        try:
+            signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread
+            pass
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"] and argv[1:2] not in (["-h"], ["--help"]):
@@ -45,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (UserError, ValueError, OSError) as exc:
         msg = " ".join(str(exc).split())  # one line
         print(f"idm-imaging {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"idm-imaging {args.command}: error: out of memory (a smaller input, --slices or --batch-size "
+              "may help)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"idm-imaging {args.command}: interrupted", file=sys.stderr)

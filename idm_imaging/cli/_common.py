@@ -1,4 +1,8 @@
-"""Pieces shared by the sub-commands: the user-error type, acquisition arguments, input loading, model choice."""
+"""Pieces shared by the sub-commands: the user-error type, acquisition arguments, input loading, model choice.
+
+Imports nothing heavy at module level (torch, the operators, the models are imported where used), so that
+``idm-imaging --help`` starts quickly.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,22 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "UserError", "ArgumentParser", "positive_int", "add_acquisition_args", "operator_factory", "acquisition_label",
     "LoadedInput", "load_input", "check_output_path", "embedded_models", "model_info", "resolve_model",
+    "add_input_args", "select_slices", "check_device", "MASK_KINDS",
 ]
+
+#: idm_imaging.operators.MASK_KINDS, spelled out so that building the parser does not import torch
+#: (tests/test_cli.py checks that the two agree).
+MASK_KINDS = ("random", "equispaced", "gaussian1d", "gaussian2d", "poisson", "radial", "spiral")
+MAX_BLOCK_SIZE = 64  # BlockCS draws a (B^2 x B^2) orthogonal matrix: 128 MiB at B = 64, 2.25 PiB at 4096
+DEVICE_KINDS = ("auto", "cpu", "cuda")
 
 MODEL_CARD_NAMES = ("MODEL_CARD.md", "README.md", "model_card.md")
 WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".mat")
@@ -55,16 +67,15 @@ def _nonneg_float(text: str) -> float:
 
 def add_acquisition_args(p: argparse.ArgumentParser) -> None:
     """``--task cs --ratio R`` | ``--task mri --mask KIND --acceleration A`` plus noise and seed options."""
-    from idm_imaging.operators import MASK_KINDS
-
     g = p.add_argument_group("acquisition")
     g.add_argument("--task", choices=("cs", "mri"), required=True,
                    help="cs: block compressed sensing of a real image; mri: single-coil k-space undersampling")
     g.add_argument("--ratio", type=float, help="cs: sampling ratio in (0, 1], e.g. 0.1")
-    g.add_argument("--block-size", type=positive_int, default=32, help="cs: block side (default: %(default)s)")
+    g.add_argument("--block-size", type=positive_int, default=32,
+                   help=f"cs: block side, at most {MAX_BLOCK_SIZE} (default: %(default)s)")
     g.add_argument("--no-permute", action="store_true", help="cs: no global pixel permutation")
-    g.add_argument("--mask", choices=MASK_KINDS, help="mri: k-space mask kind")
-    g.add_argument("--acceleration", type=float, help="mri: acceleration factor > 1, e.g. 4")
+    g.add_argument("--mask", choices=MASK_KINDS, help="mri: k-space mask kind (default: random)")
+    g.add_argument("--acceleration", type=float, help="mri: acceleration factor > 1, e.g. 4 (required with mri)")
     g.add_argument("--center-fraction", type=float, default=None,
                    help="mri: fully sampled centre fraction (default: the mask kind's default)")
     g.add_argument("--sigma", type=_nonneg_float, default=0.0,
@@ -82,12 +93,17 @@ def check_acquisition_args(args, need_mask: bool = True) -> None:
             raise UserError("--ratio is required with --task cs")
         if not 0 < args.ratio <= 1:
             raise UserError(f"--ratio must be in (0, 1], got {args.ratio}")
+        if args.block_size > MAX_BLOCK_SIZE:
+            n = args.block_size ** 2
+            raise UserError(f"--block-size {args.block_size}: block CS draws a ({n} x {n}) orthogonal matrix "
+                            f"({n * n * 8 / 1024**3:.3g} GiB); use a block size <= {MAX_BLOCK_SIZE} "
+                            "(the embedded models use 32)")
     else:
         if args.ratio is not None:
             raise UserError("--ratio applies to --task cs, not --task mri (use --mask and --acceleration)")
         if need_mask:
             if args.mask is None:
-                raise UserError("--mask is required with --task mri")
+                args.mask = "random"  # the default --help shows (and the napari widget's)
             if args.acceleration is None:
                 raise UserError("--acceleration is required with --task mri")
         if args.acceleration is not None and not args.acceleration > 1:
@@ -98,7 +114,7 @@ def check_acquisition_args(args, need_mask: bool = True) -> None:
         raise UserError(f"--seed must be in [0, 2**31 - 1], got {args.seed}")
 
 
-def operator_factory(args) -> Callable[[tuple[int, int]], torch.nn.Module]:
+def operator_factory(args) -> Callable[[tuple[int, int]], "torch.nn.Module"]:
     """``(H, W) -> operator`` for the simulated acquisition the arguments describe."""
     from idm_imaging.operators import BlockCS, SingleCoilFourier
 
@@ -140,27 +156,60 @@ class LoadedInput:
     notes: list[str] = field(default_factory=list)
 
 
-def _h5_has_kspace(path: Path) -> bool:
-    import h5py
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """``--slices A:B`` and ``--overwrite`` (reconstruct, simulate)."""
+    p.add_argument("--slices", metavar="A:B",
+                   help="volumes: only slices A to B-1 (0-based, Python slice syntax: 10:20, :5, 100:), e.g. to try "
+                        "a few slices of a large volume first; the output keeps their position (affine)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output file(s)")
 
+
+def select_slices(inp: LoadedInput, text: str | None) -> None:
+    """Keep slices ``A:B`` of a volume input (and its reference, affine origin and DICOM file list)."""
+    if text is None:
+        return
+    if inp.volume.ndim != 3:
+        raise UserError(f"--slices {text!r}: INPUT is a 2-D image, not a volume")
+    depth = int(inp.volume.shape[0])
+    parts = text.split(":")
     try:
-        with h5py.File(path, "r") as f:
-            return "kspace" in f
-    except OSError as exc:
-        raise UserError(f"INPUT {str(path)!r}: cannot open as HDF5 ({exc})") from None
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(v) if v.strip() else None for v in parts)
+    except ValueError:
+        raise UserError(f"--slices {text!r}: expected A:B with integers, e.g. 10:20") from None
+    index = range(depth)[slice(start, stop)]
+    if len(index) == 0:
+        raise UserError(f"--slices {text!r} selects no slice of the {depth}-slice volume")
+    a, b = index.start, index.stop
+    inp.volume = inp.volume[a:b]
+    if inp.reference is not None and inp.reference.ndim == 3:
+        inp.reference = inp.reference[a:b]
+    meta = dict(inp.meta)
+    if meta.get("affine") is not None:
+        import numpy as np
+
+        affine = np.array(meta["affine"], dtype=np.float64)
+        affine[:3, 3] += affine[:3, 2] * a  # the affine maps index (w, h, d): move the origin to slice a
+        meta["affine"] = affine
+    if isinstance(meta.get("files"), list) and len(meta["files"]) == depth:
+        meta["files"] = meta["files"][a:b]
+    inp.meta = meta
+    inp.notes.append(f"slices {a}:{b} of {depth}")
 
 
 def load_input(path_text: str, args) -> LoadedInput:
     """Read INPUT; fastMRI .h5 with undersampled k-space becomes a measured input (``--task mri`` only)."""
+    import torch
+
     from idm_imaging.io import read_scan
-    from idm_imaging.io._common import detect_format
 
     path = Path(path_text).expanduser()
     if not path.exists():
         raise UserError(f"INPUT {str(path)!r} does not exist")
-    fmt = detect_format(path)
+    img, meta = read_scan(path)
     notes: list[str] = []
-    if fmt == "fastmri-h5" and _h5_has_kspace(path):
+    if meta["format"] == "fastmri-h5" and "kspace" in meta.get("datasets", {}):
         img, meta = read_scan(path, kspace=True)
         k = meta.pop("kspace")
         if k.ndim != 3:
@@ -201,11 +250,27 @@ def load_input(path_text: str, args) -> LoadedInput:
     return LoadedInput(img, meta, False, None, None, notes)
 
 
-def check_output_path(out: str, ndim: int, flag: str = "--out") -> Path:
-    """Fail before computing: the folder must exist, the suffix be writable, PNG only for 2-D images."""
+def same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name the same file (links and relative spellings included)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output_path(out: str, ndim: int, flag: str = "--out", *, inputs: tuple[str, ...] = (),
+                      overwrite: bool = False) -> Path:
+    """Fail before computing: the folder must exist, the suffix be writable, PNG only for 2-D images; never the
+    input, nor an existing file unless ``overwrite``."""
     from idm_imaging.io._common import full_suffix
 
     p = Path(out).expanduser()
+    for src in inputs:
+        s = Path(src).expanduser()
+        if same_file(p, s):
+            raise UserError(f"{flag} {out!r} is INPUT {src!r}: writing it would destroy the scan; choose another path")
+    if p.exists() and not p.is_dir() and not overwrite:
+        raise UserError(f"{flag} {out!r} exists; pass --overwrite to replace it")
     suffix = full_suffix(p)
     if suffix not in WRITE_SUFFIXES:
         raise UserError(f"{flag} {out!r}: unsupported suffix {suffix!r}; use one of {', '.join(WRITE_SUFFIXES)} "
@@ -220,13 +285,22 @@ def check_output_path(out: str, ndim: int, flag: str = "--out") -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- models
+def check_device(text: str, flag: str = "--device") -> None:
+    """Only devices this package runs on: auto, cpu, cuda, cuda:N (not meta, mps, xla ...)."""
+    kind, _, index = text.partition(":")
+    if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+        raise UserError(f"{flag} {text!r}: unsupported device; use auto, cpu, cuda or cuda:N")
+
+
 def model_info(folder: Path, name: str | None = None) -> dict[str, Any]:
     """Name, task, steps, backbone, operator settings and model card of a model folder (reads config.json only)."""
+    from idm_imaging.models.limits import read_model_config
+
     cfg_file = folder / "config.json"
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"model {name or str(folder)!r}: cannot read {cfg_file} ({exc})") from None
+        cfg = read_model_config(folder)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model {name or str(folder)!r}: cannot use {cfg_file}: {exc}") from None
     card = next((folder / n for n in MODEL_CARD_NAMES if (folder / n).is_file()), None)
     return {
         "name": name or folder.name,
@@ -288,15 +362,20 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
         spec = min(candidates, key=lambda m: _distance(m, args))["name"]
         say(f"using the embedded model {spec!r} (default for --task {args.task}; see `idm-imaging models`)")
     from idm_imaging.models import IDM
-    from idm_imaging.models.registry import REGISTRY
+    from idm_imaging.models.limits import check_model_folder
+    from idm_imaging.models.registry import REGISTRY, resolve_checkpoint
 
     if spec not in REGISTRY and not Path(spec).expanduser().is_dir():
         raise UserError(f"--model {spec!r} is neither a model folder nor an embedded model "
                         f"(embedded: {sorted(REGISTRY) or 'none'}; or 'pinv')")
     try:
-        model = IDM.from_pretrained(os.path.expanduser(spec))
+        folder = resolve_checkpoint(os.path.expanduser(spec))
+        check_model_folder(folder)  # a crafted config (T=1e9) or weights file must fail fast, before building
+        model = IDM.from_pretrained(folder)
     except (ValueError, OSError) as exc:
         raise UserError(f"--model {spec!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (safetensors / diffusers raise their own types on corrupt files)
+        raise UserError(f"--model {spec!r}: cannot load {folder}: {type(exc).__name__}: {exc}") from None
     task = model.config.task
     if task != args.task:
         raise UserError(f"--model {spec!r} is a {task!r} model but --task is {args.task!r}")

@@ -11,9 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="simulate two acquisitions of built-in images and reconstruct them")
@@ -25,6 +22,7 @@ def add_parser(sub) -> None:
 
 def test_images(size: int) -> dict[str, np.ndarray]:
     """Camera (natural) and Shepp-Logan phantom (MRI-like), float32 in [0, 1], size x size."""
+    import numpy as np
     from skimage import data, transform
 
     camera = data.camera().astype(np.float32) / 255.0
@@ -57,6 +55,10 @@ def demo_models(say=print) -> dict:
 
 
 def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from idm_imaging.cli._common import check_device
     from idm_imaging.inference import resolve_device
     from idm_imaging.io import write_scan
     from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
@@ -64,6 +66,7 @@ def run(args) -> int:
 
     if args.size < 32:
         raise ValueError(f"--size must be >= 32, got {args.size}")
+    check_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)

@@ -3,7 +3,9 @@
 A fully sampled INPUT (image, NIfTI, DICOM file or series folder, .npy, .mat, fastMRI .h5 without undersampled
 k-space) is measured with the acquisition the arguments describe, reconstructed and compared with the input
 (metrics printed). A fastMRI .h5 with undersampled k-space is reconstructed as given, with its own mask.
-OUTPUT keeps the input geometry (NIfTI affine, DICOM spacing/orientation in a NIfTI output).
+OUTPUT keeps the input geometry (NIfTI affine, DICOM spacing/orientation in a NIfTI output) and its intensity
+scale. OUTPUT is written only when the whole run succeeded, never over INPUT, and over an existing file only
+with --overwrite.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import sys
 import time
 
 from idm_imaging.cli._common import (
-    UserError, acquisition_label, add_acquisition_args, check_acquisition_args, check_output_path, load_input,
-    operator_factory, positive_int, resolve_model,
+    UserError, acquisition_label, add_acquisition_args, add_input_args, check_acquisition_args, check_device,
+    check_output_path, load_input, operator_factory, positive_int, resolve_model, select_slices,
 )
 
 
@@ -27,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("input", metavar="INPUT", help="image, NIfTI, DICOM file/folder, .npy, .mat or fastMRI .h5")
     p.add_argument("--out", required=True, metavar="OUTPUT",
                    help="output file (.nii.gz, .nii, .png, .tif, .npy, .mat); DICOM input -> write .nii.gz")
+    add_input_args(p)
     add_acquisition_args(p)
     g = p.add_argument_group("model and execution")
     g.add_argument("--model", metavar="NAME|DIR",
@@ -52,13 +55,15 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from idm_imaging.inference import reconstruct_volume, resolve_device, volume_metrics
+    from idm_imaging.inference import reconstruct_volume, resolve_device
     from idm_imaging.io import write_scan
     from idm_imaging.operators import SingleCoilFourier
 
+    check_device(args.device)
     inp = load_input(args.input, args)
+    select_slices(inp, args.slices)
     check_acquisition_args(args, need_mask=not inp.measured)
-    out = check_output_path(args.out, inp.volume.ndim)
+    out = check_output_path(args.out, inp.volume.ndim, inputs=(args.input,), overwrite=args.overwrite)
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -90,8 +95,20 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     result = res.recon if res.recon is not None else res.pinv
     keep_complex = inp.volume.is_complex() and out.name.endswith((".npy", ".mat"))
-    write_scan(result if keep_complex or not result.is_complex() else result.abs(), out, inp.meta)
+    rows = _metrics(res, inp, args, label)  # before writing: a failure here must leave no output behind
+    try:
+        write_scan(result if keep_complex or not result.is_complex() else result.abs(), out, inp.meta,
+                   overwrite=args.overwrite)
+    except FileExistsError:
+        raise UserError(f"--out {args.out!r} appeared during the run; pass --overwrite to replace it") from None
     print(f"wrote {out} ({seconds:.1f} s)")
+    if rows:
+        _print_metrics(rows)
+    return 0
+
+
+def _metrics(res, inp, args, label) -> list[tuple[str, dict]]:
+    from idm_imaging.inference import volume_metrics
 
     pinv_name = "zero-filled" if args.task == "mri" else "pseudo-inverse"
     rows = []
@@ -112,6 +129,4 @@ def run(args) -> int:
                 rows.append((name, fastmri_metrics(crop, ref)))
         if rows:
             print("metrics against the file's reference image (centre crop, fastMRI protocol):")
-    if rows:
-        _print_metrics(rows)
-    return 0
+    return rows

@@ -10,8 +10,19 @@ Example::
     >>> write_scan(img * 0.5, "half.nii.gz", meta)       # same affine and voxel order
 """
 
-from idm_imaging.io._common import ScanReadError
-from idm_imaging.io.readers import read_scan
-from idm_imaging.io.writers import atomic_write, atomic_write_text, write_scan
+from idm_imaging.io._common import ScanReadError, ScanTooLargeError
 
-__all__ = ["read_scan", "write_scan", "atomic_write", "atomic_write_text", "ScanReadError"]
+__all__ = ["read_scan", "write_scan", "atomic_write", "atomic_write_text", "ScanReadError", "ScanTooLargeError"]
+
+
+def __getattr__(name):
+    # lazy: the readers import torch, which the child process that parses HDF5/MATLAB files does not need
+    if name == "read_scan":
+        from idm_imaging.io.readers import read_scan
+
+        return read_scan
+    if name in ("write_scan", "atomic_write", "atomic_write_text"):
+        from idm_imaging.io import writers
+
+        return getattr(writers, name)
+    raise AttributeError(f"module 'idm_imaging.io' has no attribute {name!r}")

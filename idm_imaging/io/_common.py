@@ -3,15 +3,79 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ScanReadError", "detect_format", "full_suffix", "geometry_affine", "SUFFIX_FORMATS"]
+__all__ = [
+    "ScanReadError", "ScanTooLargeError", "detect_format", "full_suffix", "geometry_affine", "SUFFIX_FORMATS",
+    "MAX_BYTES_ENV", "max_scan_bytes", "check_size", "format_bytes",
+]
 
 
 class ScanReadError(ValueError):
     """A scan file is missing, unreadable, truncated or of an unknown format; the message names the file."""
+
+
+class ScanTooLargeError(ScanReadError):
+    """A scan declares more data than the size limit (checked before anything is allocated)."""
+
+
+#: Environment variable overriding the default limit on the data one scan may declare (bytes; K/M/G/T suffixes).
+MAX_BYTES_ENV = "IDM_IMAGING_MAX_SCAN_BYTES"
+DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: a 512 x 512 x 2048 float32 volume; real scans are far smaller
+
+
+def parse_bytes(text: str) -> int:
+    """``"8G"`` -> 8 GiB; plain numbers are bytes. Raises ValueError."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"expected a size such as 500M or 8G, got {text!r}")
+    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+    if value < 1:
+        raise ValueError(f"expected a size >= 1 byte, got {text!r}")
+    return int(value)
+
+
+def max_scan_bytes(override: int | None = None) -> int:
+    """The size limit in bytes: ``override``, else ``$IDM_IMAGING_MAX_SCAN_BYTES``, else 2 GiB."""
+    if override is not None:
+        if isinstance(override, bool) or not isinstance(override, int) or override < 1:
+            raise ValueError(f"max_bytes: expected an int >= 1, got {override!r}")
+        return override
+    env = os.environ.get(MAX_BYTES_ENV)
+    if env:
+        try:
+            return parse_bytes(env)
+        except ValueError as exc:
+            raise ValueError(f"${MAX_BYTES_ENV}: {exc}") from None
+    return DEFAULT_MAX_BYTES
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def check_size(path: os.PathLike | str, shape, itemsize: int, limit: int, what: str = "data") -> int:
+    """Raise ScanTooLargeError when ``prod(shape) * itemsize`` exceeds ``limit``; return the byte count.
+
+    Called on the sizes a file *declares*, before reading, so a crafted header cannot make us allocate.
+    """
+    n = int(itemsize)
+    for s in shape:
+        n *= int(s)
+    if n > limit:
+        raise ScanTooLargeError(
+            f"scan {str(path)!r}: {what} of shape {tuple(int(s) for s in shape)} declares {format_bytes(n)}, "
+            f"above the {format_bytes(limit)} limit; if the file is genuine, raise the limit with "
+            f"{MAX_BYTES_ENV}=SIZE (e.g. 8G) or read_scan(..., max_bytes=...)"
+        )
+    return n
 
 
 # Suffix -> format name used in ``meta["format"]``.
@@ -70,6 +134,8 @@ def detect_format(path: Path) -> str:
         raise ScanReadError(f"scan file {str(path)!r} does not exist")
     if path.is_dir():
         return "dicom-series"
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ScanReadError(f"scan {str(path)!r} is not a regular file (a pipe, socket or device); give a file")
     fmt = SUFFIX_FORMATS.get(full_suffix(path))
     if fmt is not None:
         return fmt

@@ -7,8 +7,12 @@ Conventions (all formats):
 * ``meta["spacing"]``: voxel size in tensor axis order, ``(dy, dx)`` or ``(dz, dy, dx)`` (mm where known, else 1).
 * ``meta["affine"]``: 4x4 float64 mapping the *reversed* tensor index ``(w, h, d, 1)`` to RAS+ world mm, i.e. the
   NIfTI/nibabel/MONAI affine of the array ``tensor.T``. Formats without geometry get ``diag(dx, dy, dz, 1)``.
-* 8/16-bit raster images (PNG/TIFF/JPEG) are scaled to [0, 1] (divided by 255 or 65535, ``meta["value_scale"]``);
-  float TIFFs, medical formats and arrays keep their stored values (DICOM after rescale slope/intercept).
+* 8/16-bit raster images (PNG/TIFF/JPEG) are scaled to [0, 1] (divided by 255 or 65535, ``meta["value_scale"]``,
+  which :func:`~idm_imaging.io.write_scan` multiplies back so outputs keep the input's scale); float TIFFs, medical
+  formats and arrays keep their stored values (DICOM after rescale slope/intercept).
+* Untrusted files: the data a file declares is checked against a size limit before anything is allocated
+  (``max_bytes``, default ``$IDM_IMAGING_MAX_SCAN_BYTES`` or 2 GiB); HDF5 and MATLAB files are parsed in a child
+  process, so a crafted file that crashes their C readers gives a ScanReadError, not a dead process.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from idm_imaging.io._common import ScanReadError, detect_format, geometry_affine
+from idm_imaging.io._common import (
+    ScanReadError, ScanTooLargeError, check_size, detect_format, geometry_affine, max_scan_bytes,
+)
 
 __all__ = ["read_scan"]
 
 # LPS (DICOM patient) -> RAS (NIfTI/MONAI world).
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-# fastMRI image datasets, in order of preference.
-_FASTMRI_IMAGE_KEYS = ("reconstruction_esc", "reconstruction_rss", "reconstruction")
 
 
-def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None = None) -> tuple[torch.Tensor, dict]:
+def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None = None,
+              max_bytes: int | None = None) -> tuple[torch.Tensor, dict]:
     """Read a scan file (or a DICOM series folder) as a float tensor plus metadata.
 
     Args:
@@ -42,16 +47,20 @@ def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None 
         key: .mat / .h5 only: the variable (dataset) to read. Default: the largest numeric array for .mat;
             ``reconstruction_esc``, then ``reconstruction_rss``, then ``reconstruction`` for .h5 (a file with only
             k-space gives its zero-filled complex image, orthonormal centred inverse FFT).
+        max_bytes: refuse a file whose image (or any array read) declares more bytes than this, before reading
+            it. Default: ``$IDM_IMAGING_MAX_SCAN_BYTES`` (a number of bytes, or 500M, 8G ...), else 2 GiB.
 
     Returns:
         ``(tensor, meta)``: tensor float32 or complex64, ``(H, W)`` or ``(D, H, W)``; meta a dict with at least
         ``path``, ``format`` (png/tiff/jpeg/nifti/dicom/dicom-series/npy/mat/fastmri-h5), ``affine`` (4x4 float64,
         RAS), ``spacing`` (tuple, tensor axis order), ``is_complex`` and ``dtype`` (the stored dtype); plus
         ``value_scale`` (raster), ``files`` (DICOM series, sorted), ``key`` (.mat), ``image_key``/``attrs``
-        (.h5), ``kspace``/``mask`` (.h5 with ``kspace=True``).
+        (.h5), ``datasets`` (.h5: name -> shape of every root dataset), ``kspace``/``mask`` (.h5 with
+        ``kspace=True``).
 
     Raises:
-        ScanReadError: missing, unreadable, truncated or unknown-format file, or an array that is not 2-D/3-D.
+        ScanReadError: missing, unreadable, truncated, crafted or unknown-format file, or an array that is not
+            2-D/3-D. ScanTooLargeError (a ScanReadError): the file declares more data than ``max_bytes``.
         ValueError: the data holds NaN or Inf (message names the file).
 
     Example::
@@ -66,14 +75,17 @@ def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None 
     if key is not None and not isinstance(key, str):
         raise TypeError(f"key must be a str or None, got {type(key).__name__}")
     path = Path(path).expanduser()
+    limit = max_scan_bytes(max_bytes)
     fmt = detect_format(path)
     if key is not None and fmt not in ("mat", "fastmri-h5"):
         raise ValueError(f"key={key!r} only applies to .mat and .h5 files, not {fmt} file {str(path)!r}")
     reader = _READERS[fmt]
     try:
-        arr, meta = reader(path, kspace=kspace, key=key)
-    except (ScanReadError, MemoryError, KeyboardInterrupt):
+        arr, meta = reader(path, kspace=kspace, key=key, limit=limit)
+    except (ScanReadError, KeyboardInterrupt):
         raise
+    except MemoryError:
+        raise ScanTooLargeError(f"scan {str(path)!r}: not enough memory to read it") from None
     except Exception as err:  # third-party readers raise many types for truncated / corrupt files
         raise ScanReadError(f"cannot read {fmt} scan {str(path)!r}: {type(err).__name__}: {err}") from err
 
@@ -126,15 +138,17 @@ def _luminance_array(img) -> tuple[np.ndarray, float]:
     return np.asarray(img), 255.0
 
 
-def _read_raster(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
+def _read_raster(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
     from monai.data import PILReader
     from PIL import ImageSequence
 
     # reverse_indexing=False keeps (rows, cols) = (H, W); the default gives MONAI's (W, H).
     reader = PILReader(reverse_indexing=False)
-    img = reader.read(str(path))
+    img = reader.read(str(path))  # lazy: only the header is parsed here
     try:
-        frames = [f.copy() for f in ImageSequence.Iterator(img)] if getattr(img, "n_frames", 1) > 1 else [img]
+        frames = getattr(img, "n_frames", 1)
+        check_size(path, (frames, img.size[1], img.size[0]), 8, limit, "image")  # decoded as float64
+        frames = [f.copy() for f in ImageSequence.Iterator(img)] if frames > 1 else [img]
         planes, scales = zip(*(_luminance_array(f) for f in frames))
     finally:
         img.close()
@@ -148,11 +162,14 @@ def _read_raster(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
 
 # --- NIfTI ---------------------------------------------------------------------------------------------------
 
-def _read_nifti(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
+def _read_nifti(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
     # nibabel directly: MONAI's NibabelReader casts via get_fdata (no complex) and returns (X, Y, Z) order.
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img = nib.load(str(path))  # header only; the data is read below
+    stored = np.dtype(img.header.get_data_dtype())
+    scaled = img.header.get_slope_inter()[0] not in (None, 1.0) or img.header.get_slope_inter()[1] not in (None, 0.0)
+    check_size(path, img.shape, max(stored.itemsize, 8 if scaled else 4), limit, "image")
     data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -166,9 +183,12 @@ def _read_nifti(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
 
 # --- DICOM ---------------------------------------------------------------------------------------------------
 
-def _dicom_pixels(ds, path: Path) -> np.ndarray:
+def _dicom_pixels(ds, path: Path, limit: int) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
+    shape = (int(getattr(ds, "NumberOfFrames", 1) or 1), int(getattr(ds, "Rows", 0) or 0),
+             int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "SamplesPerPixel", 1) or 1))
+    check_size(path, shape, 8, limit, "pixel data")  # decoded as float64
     arr = ds.pixel_array
     if int(getattr(ds, "SamplesPerPixel", 1)) == 3:  # colour -> BT.601 luma
         arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
@@ -176,12 +196,28 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64)
 
 
-def _dicom_plane(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
-    """Row cosine, column cosine, position (LPS) and (row spacing, column spacing) of one DICOM image."""
-    iop = np.array([float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
-    ipp = np.array([float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])])
-    ps = getattr(ds, "PixelSpacing", None) or [1.0, 1.0]
-    return iop[:3], iop[3:], ipp, (float(ps[0]), float(ps[1]))
+def _dicom_plane(ds, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """Row cosine, column cosine, position (LPS) and (row spacing, column spacing) of one DICOM image.
+
+    Raises ScanReadError naming the file when the geometry is unusable (it would give a singular affine).
+    """
+    try:
+        iop = np.array([float(v) for v in getattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
+        ipp = np.array([float(v) for v in getattr(ds, "ImagePositionPatient", [0, 0, 0])])
+        ps = [float(v) for v in (getattr(ds, "PixelSpacing", None) or [1.0, 1.0])]
+    except (TypeError, ValueError) as exc:
+        raise ScanReadError(f"DICOM file {str(path)!r}: unreadable geometry tags ({exc})") from None
+    if iop.shape != (6,) or ipp.shape != (3,) or len(ps) != 2 or not np.isfinite([*iop, *ipp, *ps]).all():
+        raise ScanReadError(f"DICOM file {str(path)!r}: ImageOrientationPatient / ImagePositionPatient / "
+                            "PixelSpacing have the wrong number of values or are not finite")
+    row, col = iop[:3], iop[3:]
+    if (abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2
+            or abs(float(row @ col)) > 1e-2):
+        raise ScanReadError(f"DICOM file {str(path)!r}: ImageOrientationPatient {iop.tolist()} is not two "
+                            "orthogonal unit vectors")
+    if not (ps[0] > 0 and ps[1] > 0):
+        raise ScanReadError(f"DICOM file {str(path)!r}: PixelSpacing {ps} must be > 0")
+    return row, col, ipp, (ps[0], ps[1])
 
 
 def _dicom_affine(row_cos, col_cos, ipp, pixel_spacing, slice_step) -> np.ndarray:
@@ -198,14 +234,19 @@ def _dicom_meta(ds) -> dict:
     return {k.lower(): str(getattr(ds, k)) for k in ("Modality", "SeriesInstanceUID") if k in ds}
 
 
-def _read_dicom(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
+def _slice_gap(ds) -> float:
+    dz = abs(float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0))
+    return dz if dz > 0 and np.isfinite(dz) else 1.0
+
+
+def _read_dicom(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
     import pydicom
 
     ds = pydicom.dcmread(str(path))
-    arr = _dicom_pixels(ds, path)
-    row_cos, col_cos, ipp, ps = _dicom_plane(ds)
+    row_cos, col_cos, ipp, ps = _dicom_plane(ds, path)
+    arr = _dicom_pixels(ds, path, limit)
     normal = np.cross(row_cos, col_cos)
-    dz = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
+    dz = _slice_gap(ds)
     meta = _dicom_meta(ds)
     meta["dtype"] = str(ds.pixel_array.dtype)
     meta["affine"] = _dicom_affine(row_cos, col_cos, ipp, ps, normal * dz)
@@ -213,7 +254,7 @@ def _read_dicom(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
     return arr, meta
 
 
-def _read_dicom_series(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
+def _read_dicom_series(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -229,23 +270,27 @@ def _read_dicom_series(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
     if len(series) > 1:
         raise ScanReadError(f"folder {str(path)!r} mixes {len(series)} DICOM series; give one series per folder")
 
-    row_cos, col_cos, _, ps = _dicom_plane(slices[0][1])
+    planes_geo = [_dicom_plane(ds, f) for f, ds in slices]
+    row_cos, col_cos, _, ps = planes_geo[0]
     normal = np.cross(row_cos, col_cos)
+    check_size(path, (len(slices), int(getattr(slices[0][1], "Rows", 0) or 0),
+                      int(getattr(slices[0][1], "Columns", 0) or 0)), 8, limit, "series")
     if all("ImagePositionPatient" in ds for _, ds in slices):
-        order_key = [float(np.dot(_dicom_plane(ds)[2], normal)) for _, ds in slices]
+        order_key = [float(np.dot(g[2], normal)) for g in planes_geo]
     elif all("InstanceNumber" in ds for _, ds in slices):
         order_key = [float(ds.InstanceNumber) for _, ds in slices]
     else:
         order_key = list(range(len(slices)))
     order = np.argsort(order_key, kind="stable")
     slices = [slices[i] for i in order]
+    planes_geo = [planes_geo[i] for i in order]
 
-    planes = [_dicom_pixels(ds, f) for f, ds in slices]
+    planes = [_dicom_pixels(ds, f, limit) for f, ds in slices]
     if len({p.shape for p in planes}) != 1 or planes[0].ndim != 2:
         raise ScanReadError(f"DICOM series {str(path)!r}: slices are not all 2-D images of one size")
     arr = np.stack(planes)
 
-    positions = np.array([_dicom_plane(ds)[2] for _, ds in slices])
+    positions = np.array([g[2] for g in planes_geo])
     if len(slices) > 1 and all("ImagePositionPatient" in ds for _, ds in slices):
         dist = positions @ normal
         gaps = np.diff(dist)
@@ -254,8 +299,7 @@ def _read_dicom_series(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
         step = (positions[-1] - positions[0]) / (len(slices) - 1)  # keeps gantry tilt
         dz = float(np.linalg.norm(step))
     else:
-        first = slices[0][1]
-        dz = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 0) or 1.0)
+        dz = _slice_gap(slices[0][1])
         step = normal * dz
     meta = _dicom_meta(slices[0][1])
     meta["dtype"] = str(slices[0][1].pixel_array.dtype)
@@ -271,7 +315,20 @@ def _numeric(arr: np.ndarray) -> bool:
     return isinstance(arr, np.ndarray) and arr.dtype.kind in "biufc" and arr.size > 0
 
 
-def _read_npy(path: Path, **_: Any) -> tuple[np.ndarray, dict]:
+def _read_npy(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
+    fmt = np.lib.format
+    with open(path, "rb") as f:  # the header first: a 100-byte file may declare terabytes
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, dtype = read_header(f)
+        data_start = f.tell()
+    if dtype.hasobject:
+        raise ScanReadError(f".npy file {str(path)!r} holds Python objects, which are never unpickled")
+    n = check_size(path, shape, dtype.itemsize, limit, "array")
+    have = path.stat().st_size - data_start
+    if have < n:
+        raise ScanReadError(f".npy file {str(path)!r} is truncated: its header declares {n} bytes of data, "
+                            f"the file holds {have}")
     arr = np.load(str(path), allow_pickle=False)
     if not _numeric(arr):
         raise ScanReadError(f".npy file {str(path)!r} holds a non-numeric or empty array (dtype {arr.dtype})")
@@ -283,88 +340,31 @@ def _matlab_layout(arr: np.ndarray) -> np.ndarray:
     return np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr
 
 
-def _pick(candidates: dict, key: str | None, path: Path) -> str:
-    if not candidates:
-        raise ScanReadError(f"{str(path)!r} holds no numeric array")
-    if key is None:
-        return max(candidates, key=lambda k: candidates[k])
-    if key not in candidates:
-        raise ScanReadError(f"{str(path)!r} has no numeric variable {key!r}; it has {sorted(candidates)}")
-    return key
+def _read_mat(path: Path, *, key: str | None = None, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
+    from idm_imaging.io._containers import read_container
 
-
-def _read_mat(path: Path, *, key: str | None = None, **_: Any) -> tuple[np.ndarray, dict]:
-    import h5py
-
-    if h5py.is_hdf5(str(path)):
-        return _read_mat_v73(path, key)
-    import scipy.io
-
-    data = scipy.io.loadmat(str(path))
-    sizes = {k: v.size for k, v in data.items() if not k.startswith("__") and _numeric(v)}
-    name = _pick(sizes, key, path)
-    return _matlab_layout(np.asarray(data[name])), {"key": name, "mat_version": "5"}
-
-
-def _read_mat_v73(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
-    import h5py
-
-    def is_numeric(ds) -> bool:
-        if ds.attrs.get("MATLAB_class", b"") in (b"char", b"cell", b"struct", b"logical_sparse"):
-            return False
-        if "MATLAB_empty" in ds.attrs and ds.attrs["MATLAB_empty"]:
-            return False
-        names = ds.dtype.names
-        return (names is not None and {"real", "imag"} <= set(names)) or ds.dtype.kind in "biuf"
-
-    with h5py.File(str(path), "r") as f:
-        sizes: dict[str, int] = {}
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and not name.startswith("#") and is_numeric(obj):
-                sizes[name] = obj.size
-
-        f.visititems(visit)
-        name = _pick(sizes, key, path)
-        raw = f[name][()]
-    if raw.dtype.names is not None:  # MATLAB complex: compound {real, imag}
-        raw = raw["real"] + 1j * raw["imag"]
-    # HDF5 stores MATLAB's column-major array with reversed dimensions.
-    return _matlab_layout(np.asarray(raw).T), {"key": name, "mat_version": "7.3"}
+    arrays, meta = read_container("mat", path, kspace=False, key=key, limit=limit)
+    return _matlab_layout(arrays["image"]), meta
 
 
 # --- fastMRI -------------------------------------------------------------------------------------------------
 
-def _read_fastmri(path: Path, *, kspace: bool = False, key: str | None = None) -> tuple[np.ndarray, dict]:
-    from monai.apps.reconstruction.fastmri_reader import FastMRIReader
+def _read_fastmri(path: Path, *, kspace: bool = False, key: str | None = None, limit: int
+                  ) -> tuple[np.ndarray, dict]:
+    from idm_imaging.io._containers import read_container
 
-    dat = FastMRIReader().read(str(path))  # dict: every dataset and attribute of the file
-    arrays = {k: v for k, v in dat.items() if isinstance(v, np.ndarray) and v.dtype.kind in "biufc" and v.ndim >= 2}
-    if key is not None:
-        if key not in arrays:
-            raise ScanReadError(f"{str(path)!r} has no array dataset {key!r}; it has {sorted(arrays)}")
-        image_key = key
-    else:
-        image_key = next((k for k in _FASTMRI_IMAGE_KEYS if k in arrays), None)
-    meta: dict[str, Any] = {
-        "attrs": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dat.items()
-                  if not isinstance(v, np.ndarray) and k != "filename"},
-    }
+    arrays, meta = read_container("fastmri-h5", path, kspace=kspace, key=key, limit=limit)
     ksp = arrays.get("kspace")
-    if image_key is not None:
-        arr = arrays[image_key]
-    elif ksp is not None:
-        arr = _zero_filled(ksp)
-        image_key = "zero-filled(kspace)"
+    if meta["image_key"] is not None:
+        arr = arrays["image"]
     else:
-        raise ScanReadError(f"{str(path)!r} holds neither a fastMRI reconstruction nor k-space; it has {sorted(arrays)}")
-    meta["image_key"] = image_key
+        check_size(path, ksp.shape, 8, limit, "zero-filled image")
+        arr = _zero_filled(ksp)
+        meta["image_key"] = "zero-filled(kspace)"
     if kspace:
-        if ksp is None:
-            raise ScanReadError(f"kspace=True but {str(path)!r} has no 'kspace' dataset")
         meta["kspace"] = ksp
-        if "mask" in dat:
-            meta["mask"] = np.asarray(dat["mask"])
+        if "mask" in arrays:
+            meta["mask"] = arrays["mask"]
     return arr, meta
 
 

@@ -19,10 +19,16 @@ __all__ = ["write_scan"]
 _WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".nii", ".nii.gz", ".npy", ".mat")
 
 
-def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta: Mapping | None = None) -> Path:
+def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta: Mapping | None = None, *,
+               overwrite: bool = True) -> Path:
     """Write an ``(H, W)`` image or ``(D, H, W)`` volume; the format comes from the suffix of ``path``.
 
-    * ``.png``: 8-bit grayscale, ``round(255 * clip(x, 0, 1))`` (2-D only).
+    ``meta["value_scale"]`` (set by :func:`read_scan` for 8/16-bit raster input, whose values it divided by 255 or
+    65535) is multiplied back, so a result keeps its input's scale in every format: a 16-bit TIFF read as
+    [0, 1] is written as 0..65535 floats, or as a 16-bit PNG.
+
+    * ``.png``: grayscale, ``round(255 * clip(x, 0, 1))`` (2-D only); 16-bit when ``meta["value_scale"]`` is
+      65535, then ``round(65535 * clip(x, 0, 1))``.
     * ``.tif`` / ``.tiff``: float32, one page per slice.
     * ``.nii`` / ``.nii.gz``: float32 NIfTI of ``tensor.T`` (the inverse of :func:`read_scan`), affine from
       ``meta["affine"]``, else ``diag`` of ``meta["spacing"]`` (tensor axis order), else identity; so a volume read
@@ -31,13 +37,15 @@ def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta:
     * ``.mat``: MATLAB v5 variable ``meta.get("key", "img")``; volumes stored as MATLAB (rows, cols, slices).
 
     Complex data is written as its magnitude except to .npy and .mat, which keep it. DICOM is not written (write
-    NIfTI instead). The file appears complete or not at all: data go to a temporary name in the same folder,
-    then ``os.replace``; on any failure the temporary file is removed and an existing ``path`` is untouched.
+    NIfTI instead). The file appears complete or not at all (:func:`atomic_write`); with ``overwrite=False`` an
+    existing ``path`` is never replaced (FileExistsError).
 
     Args:
         tensor: torch tensor or numpy array, real or complex, ``(H, W)`` or ``(D, H, W)``, finite.
         path: destination file; its folder must exist.
-        meta: optional dict (e.g. the one from :func:`read_scan`): ``affine``, ``spacing``, ``key``.
+        meta: optional dict (e.g. the one from :func:`read_scan`): ``affine``, ``spacing``, ``key``,
+            ``value_scale``.
+        overwrite: replace an existing file (default) or raise FileExistsError.
 
     Returns:
         The written path.
@@ -64,7 +72,12 @@ def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta:
         raise ValueError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: it is a folder")
-    atomic_write(path, lambda tmp: writer(arr, tmp, meta, path), suffix)
+    scale = meta.get("value_scale", 1.0)
+    if not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ValueError(f"meta['value_scale'] must be a positive number, got {scale!r}")
+    if suffix != ".png" and scale != 1.0:
+        arr = arr * scale  # back to the input's units (PNG takes [0, 1] and its bit depth instead)
+    atomic_write(path, lambda tmp: writer(arr, tmp, meta, path), suffix, overwrite=overwrite)
     return path
 
 
@@ -84,21 +97,34 @@ def _as_array(tensor: Any) -> np.ndarray:
     return arr
 
 
-def atomic_write(path: os.PathLike | str, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
+def atomic_write(path: os.PathLike | str, write: Callable[[str], None], suffix: str = "", *,
+                 overwrite: bool = True) -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, fsync it, then rename it to ``path``.
 
-    Nothing half-written is ever left at ``path``: on any failure the temporary file is removed and an existing
-    ``path`` is untouched. ``suffix`` is kept at the end of the temporary name (nibabel picks gzip from it).
+    Nothing half-written is ever left at ``path``: on any failure (or KeyboardInterrupt / SIGTERM turned into
+    an exception) the temporary file is removed and an existing ``path`` is untouched; after the rename the
+    folder is fsynced too, so the file survives a power cut. The temporary name ``.NAME.PID.XXXX.tmpSUFFIX``
+    carries the writer's process id: temporaries left by a killed writer (SIGKILL) are removed by the next
+    write to ``path``. ``suffix`` is kept at the end of the temporary name (nibabel picks gzip from it).
+    ``overwrite=False``: raise FileExistsError rather than replace an existing ``path`` (checked atomically).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}")
     os.close(fd)
     try:
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: no check-then-replace race
+            os.unlink(tmp)
+        _fsync_folder(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -106,9 +132,50 @@ def atomic_write(path: os.PathLike | str, write: Callable[[str], None], suffix: 
     return path
 
 
-def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on some platforms (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.PID.*.tmp*`` beside ``path`` whose writer process no longer exists."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                os.unlink(path.parent / name)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or unknown: keep its file
+    return True
+
+
+def atomic_write_text(path: os.PathLike | str, text: str, *, overwrite: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite)
 
 
 def _real(arr: np.ndarray) -> np.ndarray:
@@ -120,8 +187,11 @@ def _write_png(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
 
     if arr.ndim != 2:
         raise ValueError(f"cannot write {str(path)!r}: PNG holds one (H, W) image, got {arr.shape}; use .tif/.nii/.npy")
-    u8 = np.rint(np.clip(_real(arr).astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-    Image.fromarray(u8, mode="L").save(tmp, format="PNG")
+    unit = np.clip(_real(arr).astype(np.float64), 0.0, 1.0)
+    if meta.get("value_scale") == 65535.0:
+        Image.fromarray(np.rint(unit * 65535.0).astype(np.uint16)).save(tmp, format="PNG")  # 16-bit grayscale
+    else:
+        Image.fromarray(np.rint(unit * 255.0).astype(np.uint8), mode="L").save(tmp, format="PNG")
 
 
 def _write_tiff(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
