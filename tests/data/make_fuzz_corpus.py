@@ -74,10 +74,8 @@ def mat73_crash(path: Path) -> None:
 
 
 def npy_header_bomb(path: Path) -> None:
-    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }"
-    with open(path, "wb") as f:
+    with open(path, "wb") as f:  # the header alone
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (100000, 100000)})
-    assert header  # the header above, written by numpy's own writer
 
 
 def npy_truncated(path: Path) -> None:
