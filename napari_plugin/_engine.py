@@ -44,6 +44,7 @@ __all__ = [
     "available_devices",
     "model_choices",
     "default_model",
+    "display_affine",
     "load_model",
     "reconstruct",
     "run_to_completion",
@@ -200,6 +201,31 @@ def model_choices(task: str) -> list[str]:
         if name and entry_task == task:
             names.append(str(name))
     return names + [PSEUDO_INVERSE, CHECKPOINT]
+
+
+def display_affine(scan_affine, shape, spacing=None) -> np.ndarray:
+    """napari layer ``affine`` ((ndim + 1) x (ndim + 1), tensor axis order) that shows a slice the way DICOM viewers
+    do: rows run towards posterior / inferior, columns towards the patient's left (radiological view).
+
+    ``scan_affine`` is :func:`idm_imaging.io.read_scan`'s ``meta["affine"]`` (reversed tensor index -> RAS mm).
+    Each in-plane axis (H, W) that runs towards a positive RAS direction (right, anterior, superior) is mirrored,
+    so a NIfTI stored in RAS order is no longer upside down, and a DICOM (stored in LPS order) is left as it is.
+    The data is not touched, so results keep the scan's voxel order and geometry when written back. ``spacing``:
+    the layer's ``scale`` (tensor order), to mirror in place.
+    """
+    shape = tuple(int(n) for n in shape)
+    ndim = len(shape)
+    aff = np.asarray(scan_affine, dtype=np.float64)
+    out = np.eye(ndim + 1)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all() or ndim not in (2, 3):
+        return out
+    spacing = tuple(float(v) for v in (spacing if spacing is not None else (1.0,) * ndim))[-ndim:]
+    for t in (ndim - 2, ndim - 1):  # tensor axes H, W are the affine's index columns 1, 0
+        direction = aff[:3, ndim - 1 - t]
+        if np.abs(direction).max() > 0 and direction[int(np.argmax(np.abs(direction)))] > 0:
+            out[t, t] = -1.0
+            out[t, ndim] = (shape[t] - 1) * spacing[t]
+    return out
 
 
 def default_model(acquisition: Acquisition) -> str | None:

@@ -57,6 +57,13 @@ def _layer_array(layer) -> np.ndarray:
     return data
 
 
+def _last_axes(matrix: np.ndarray, ndim: int) -> np.ndarray:
+    """The (ndim + 1)-square affine of a layer's last ``ndim`` axes (the input may have more dims than 2-D data)."""
+    m = np.asarray(matrix)
+    keep = list(range(m.shape[0] - 1 - ndim, m.shape[0]))
+    return m[np.ix_(keep, keep)]
+
+
 class IDMReconstructionWidget(Container):
     """Dock widget: simulate an acquisition of an image layer (or take measured k-space) and reconstruct it."""
 
@@ -299,7 +306,8 @@ class IDMReconstructionWidget(Container):
                 meta["scan"] = scan
             is_error = meta.get("idm_imaging", {}).get("method", "").startswith("|")
             self.viewer.add_image(out.data, name=out.name, metadata=meta, colormap="magma" if is_error else "gray",
-                                  scale=layer.scale[-ndim:], translate=layer.translate[-ndim:])
+                                  scale=layer.scale[-ndim:], translate=layer.translate[-ndim:],
+                                  affine=_last_axes(layer.affine.affine_matrix, ndim))
         self.metrics.value = (result.summary() or "done (no fully sampled reference: no metrics)") + \
             f"\n{result.seconds:.1f} s"
 

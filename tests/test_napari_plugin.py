@@ -313,7 +313,9 @@ def test_widget_docks_via_manifest(make_napari_viewer):
 @napari_needed
 def test_widget_run_adds_layers_with_input_geometry(widget, qtbot):
     viewer, w = widget
-    layer = viewer.add_image(make_phantom(128), name="phantom", scale=(0.5, 0.8), translate=(3.0, -2.0))
+    flip = _engine.display_affine(np.diag([0.8, 0.5, 1.0, 1.0]), (128, 128), (0.5, 0.8))  # a RAS NIfTI slice
+    layer = viewer.add_image(make_phantom(128), name="phantom", scale=(0.5, 0.8), translate=(3.0, -2.0),
+                             affine=flip)
     w.input.value = layer
     w.mode.value = "Single-coil MRI (simulated)"
     w.acceleration.value = 4.0
@@ -326,6 +328,7 @@ def test_widget_run_adds_layers_with_input_geometry(widget, qtbot):
     for lay in list(viewer.layers)[1:]:
         np.testing.assert_allclose(lay.scale, (0.5, 0.8))
         np.testing.assert_allclose(lay.translate, (3.0, -2.0))
+        np.testing.assert_allclose(lay.affine.affine_matrix, flip)  # shown the same way as the input
     psnr = viewer.layers[1].metadata["idm_imaging"]["metrics"]["psnr"]
     assert math.isfinite(psnr) and psnr > 15
     assert viewer.layers[1].metadata["idm_imaging"]["acquisition"]["mask_kind"] == "random"
@@ -387,6 +390,20 @@ def test_widget_offers_bf16_only_where_native(make_napari_viewer, monkeypatch):
     monkeypatch.setattr(inference, "_cpu_capabilities", lambda: {"amx_bf16": True})
     w._update_bf16()
     assert w.bf16.enabled and "faster" in w.bf16.text
+
+
+def test_display_affine_shows_nifti_upright_like_dicom():
+    """A RAS-stored NIfTI (rows run anterior, columns right) is mirrored in-plane for display; DICOM is not."""
+    ras = np.diag([0.9, 0.8, 2.0, 1.0])
+    aff = _engine.display_affine(ras, (5, 40, 30), (2.0, 0.8, 0.9))
+    world_row = lambda h: (aff @ np.array([0, h * 0.8, 0, 1.0]))[1]  # noqa: E731
+    assert world_row(39) < world_row(0)  # the anterior end (h = 39) is at the top, as in a DICOM viewer
+    assert (aff[1, 3], aff[2, 3]) == pytest.approx((39 * 0.8, 29 * 0.9))  # mirrored in place
+    assert aff[0, 0] == 1  # slices keep their order
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    dicom = lps_to_ras @ np.diag([0.48, 0.48, 5.0, 1.0])  # columns -> patient left, rows -> posterior
+    np.testing.assert_array_equal(_engine.display_affine(dicom, (64, 64)), np.eye(3))
+    np.testing.assert_array_equal(_engine.display_affine(np.full((4, 4), np.nan), (64, 64)), np.eye(3))
 
 
 def test_engine_signed_image_stays_signed():
