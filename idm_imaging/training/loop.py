@@ -167,6 +167,7 @@ def _save_checkpoint(out: Path, step: int, elapsed: float, cfg: RunConfig, stage
     ckpt.save_state(ckpt.rng_state(), tmp, f"rng-rank{info.rank}")
     barrier(info)
     if info.is_main:
+        ckpt.write_checksums(tmp)
         final = root / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -203,9 +204,8 @@ def train(config, resume: bool = False) -> Path:
 def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> Path:
     tc = cfg.train
     out = cfg.output_path
+    ckpt.check_output_dir(out, resume)
     ck = ckpt.latest_checkpoint(out) if resume else None
-    if not resume and (out / "checkpoints" / "latest").exists():
-        raise ValueError(f"config key 'output_dir': {out} already holds checkpoints; resume or choose another folder")
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / "train_config.json", cfg.to_json())
@@ -260,7 +260,10 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:
         net = torch.compile(net)
-    use_bf16 = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and device.type == "cuda")
+    from idm_imaging.inference import bf16_is_fast
+
+    # "auto": bf16 where the device runs it natively (emulated bf16 on a CPU is many times slower than fp32)
+    use_bf16 = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and bf16_is_fast(device))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
     log = _CsvLog(out / "log.csv", step) if info.is_main else None
