@@ -25,8 +25,18 @@ from idm_imaging.transforms import (
     operator_from_record,
     replay_acquisition,
 )
+from idm_imaging.datasets import data_root
 
-SHARED_DCM = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "samples" / "CT_head_512.dcm"
+
+def _sample_dcm() -> Path | None:
+    """The datasets folder's CT slice (IDM_IMAGING_DATA), or None: the tests then write a small one."""
+    try:
+        path = data_root() / "samples" / "CT_head_512.dcm"
+    except FileNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
 AFFINE = np.array(
     [[0.0, -0.8, 0.0, 12.5], [0.9, 0.0, 0.0, -40.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]]
 )  # rotated, anisotropic, shifted
@@ -44,9 +54,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     vol = np.stack([_phantom(64, 32) * (1 + 0.1 * k) for k in range(3)], axis=-1).astype(np.float32)  # (64, 32, 3)
     nib.save(nib.Nifti1Image(vol, AFFINE), d / "vol.nii.gz")
     Image.fromarray((255 * _phantom(64, 96) / 1.0).clip(0, 255).astype(np.uint8)).save(d / "img.png")
-    if SHARED_DCM.is_file():
-        dcm = SHARED_DCM.resolve()
-    else:  # a small CT-like slice written with pydicom
+    dcm = _sample_dcm()
+    if dcm is None:  # a small CT-like slice written with pydicom
         from pydicom.dataset import FileDataset, FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -342,3 +351,14 @@ def test_idmreconstruct_without_intensity_record():
     full = IDMReconstruct(mri)(k, params)
     del params["intensity"]  # measured k-space: scale = max |zero-filled|, close to the image's own
     assert float((IDMReconstruct(mri)(k, params) - full).abs().max()) < 0.05 * 3000
+
+
+def test_kspace_undersample_signed_image_stays_signed():
+    from idm_imaging import IDM
+
+    ct = _shepp(64) * 2400 - 1000  # air -1000 HU
+    d = Compose([KspaceUndersampled("image", acceleration=4, seed=0),
+                 IDMReconstructd("image", IDM.from_pretrained("mri-4x").eval())])({"image": ct})
+    for key in ("image_pinv", "image_recon"):
+        assert not d[key].is_complex() and float(d[key].min()) < -800, key
+    assert float((d["image_recon"] - ct).abs().mean()) < float((d["image_pinv"] - ct).abs().mean())

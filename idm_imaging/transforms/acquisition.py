@@ -359,7 +359,8 @@ class KspaceUndersample(_Acquisition):
         op, x_in, y, params = self._acquire(img, allow_complex=True, randomize=randomize)
         zf = _pinv(op, y, params["spatial_dims"])
         if not self.return_complex:
-            zf = zf.abs()
+            # a real signed image (CT in HU) keeps its sign: its real part, not a magnitude
+            zf = zf.real.contiguous() if params["intensity"]["offset"] != 0 else zf.abs()
         mask = op.mask.detach().to(device="cpu", dtype=torch.bool).clone()
         return AcquisitionResult(y, _like(zf, x_in), params, mask)
 
@@ -458,8 +459,8 @@ class KspaceUndersampled(_AcquisitionD):
     """Dictionary version of :class:`KspaceUndersample`.
 
     For each key ``k`` it adds ``k + "_meas"`` (complex k-space ``(C, H, W[, D])``), ``k + "_pinv"``
-    (zero-filled image MetaTensor with ``d[k]``'s meta; magnitude unless ``return_complex``),
-    ``k + "_acq"`` (acquisition record) and ``k + "_mask"`` (bool ``(H, W)``). Postfixes are arguments.
+    (zero-filled image MetaTensor with ``d[k]``'s meta; magnitude unless ``return_complex``, the real part for a
+    real image with negative values), ``k + "_acq"`` (acquisition record) and ``k + "_mask"`` (bool ``(H, W)``). Postfixes are arguments.
 
     Example:
         >>> import torch
