@@ -73,20 +73,35 @@ ARMS: dict[str, tuple[str, dict, dict, float]] = {
                       {"backbone": light_unet([32, 64, 128]), "T": 8}, {"patch_size": 128, "batch_size": 2}, 5e-4),
     "small-T12": ("narrower UNet2DModel 16/32/64, random init, T = 12",
                   {"backbone": light_unet([16, 32, 64]), "T": 12}, {}, 5e-4),
+    "tv-light-T3": ("light-T3 started from 60 TV-FISTA iterations (from the measured mean) instead of A^+ y",
+                    {"backbone": light_unet([32, 64, 128]), "T": 3, "idm": {"start": "tv"}}, {}, 5e-4),
+    # MRI: one model for 2-12x and every mask kind (scored on SIAT lsq111-120 at 4x / 8x random, not in training)
+    "mri-tv-light-T3": ("MRI: light-T3, TV start, complex image as two grayscale images of the batch",
+                        {"backbone": light_unet([32, 64, 128]), "T": 3, "task": "mri",
+                         "idm": {"start": "tv", "complex_as_batch": True}}, {"patch_size": 128, "batch_size": 2}, 5e-4),
 }
+MRI_TRAIN = ("mri/train/SIAT_T2_brain_complex/lsq0*.npy", "mri/train/SIAT_T2_brain_complex/lsq10*.npy",
+             "mri/train/figshare_T1CE_brain/*.jpg", "mri/train/cardiac_DeepADMMNet/*.mat")
 
 
-def arm_config(name: str, budget: float, out: Path) -> dict:
+def arm_config(name: str, budget: float, out: Path, checkpoint_every: int = 25) -> dict:
     _, ft, data, lr = ARMS[name]
-    train_files, _ = split_natural()
-    finetune = {"task": "cs", "reversible": False, "block_size": 32, "permute": True,
-                "fresh_operator_per_step": True, "ratio_range": [0.01, 0.6], **ft}
+    if ft.get("task") == "mri":
+        train_files = [str(data_root() / p) for p in MRI_TRAIN]
+        finetune = {"reversible": False, "fresh_operator_per_step": True, "acceleration_range": [2.0, 12.0],
+                    "mask_kinds": ["random", "equispaced", "gaussian1d", "gaussian2d", "poisson", "radial", "spiral"],
+                    **ft}
+        data = {"complex_mode": "complex", **data}
+    else:
+        train_files, _ = split_natural()
+        finetune = {"task": "cs", "reversible": False, "block_size": 32, "permute": True,
+                    "fresh_operator_per_step": True, "ratio_range": [0.01, 0.6], **ft}
     return {
         "stage": "finetune", "seed": 0, "output_dir": str(out),
         "data": {"train": train_files, "patch_size": 64, "batch_size": 8, "num_workers": 0, "augment": True, **data},
         "train": {"steps": 100000, "max_seconds": budget, "fit_to_time": True, "clock": "cpu", "lr": lr,
                   "schedule": "cosine", "warmup_steps": 20, "mixed_precision": "no", "grad_clip": 1.0,
-                  "checkpoint_every": 25, "keep_checkpoints": 1000, "log_every": 5, "device": "cpu"},
+                  "checkpoint_every": checkpoint_every, "keep_checkpoints": 1000, "log_every": 5, "device": "cpu"},
         "finetune": finetune,
     }
 
@@ -96,7 +111,7 @@ def run(args) -> None:
 
     torch.set_num_threads(1)
     out = RUNS / args.arm
-    cfg = arm_config(args.arm, args.budget, out)
+    cfg = arm_config(args.arm, args.budget, out, args.checkpoint_every)
     train(cfg, resume=(out / "checkpoints" / "latest").exists())
 
 
@@ -238,6 +253,7 @@ def main(argv=None) -> None:
     r = sub.add_parser("run", help="train one arm for a CPU-time budget")
     r.add_argument("arm", choices=sorted(ARMS))
     r.add_argument("--budget", type=float, default=480.0, help="CPU seconds (one thread)")
+    r.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints")
     e = sub.add_parser("eval", help="score every arm's checkpoints on the validation images")
     e.add_argument("arms", nargs="*")
     e.add_argument("--threads", type=int, default=1)

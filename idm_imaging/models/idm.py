@@ -4,7 +4,8 @@ State: real-channel images ``(B, c, H, W)`` (``c = 1`` grayscale, ``c = 2`` comp
 With ``a_1..a_T`` the learned cumulative alphas (``a_t = sigmoid(logit_t)`` so they stay in (0, 1),
 initialised from the prior's DDPM/DDIM schedule at T evenly spaced timesteps) and ``a_0 = 1``::
 
-    x_T = sqrt(a_T) A^+ y,     (x1, x2) = (x_T, s x_T)
+    x_T = sqrt(a_T) x_s,       (x1, x2) = (x_T, s x_T)
+    x_s = A^+ y (start "pinv", the paper's) or K iterations of TV-FISTA from the measured mean (start "tv")
     step t = T..1 (a coupling y1 = (1 - v_t) F_t(x1) + v_t x2, y2 = x1) with
         F_t(x): eps = UNet_t(x); x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t);
                 x0 = x0 - A^+(A x0 - y)   (range-null-space projection, on the complex image for MRI)
@@ -30,11 +31,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..solvers import measured_mean_shift, tv_fista
 from .registry import resolve_checkpoint
 from .reversible import Coupling, ReversibleSequence
 from .unet import SUPPORTED_BACKBONES, ReversibleUNet, build_diffusers_unet, clean_config
 
-__all__ = ["IDM", "ImageAdapter"]
+__all__ = ["IDM", "ImageAdapter", "measured_mean_shift"]
 
 TASKS = ("cs", "mri")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -82,29 +84,20 @@ class ImageAdapter(nn.Module):
         return F.pixel_shuffle(h, self.r) if self.r > 1 else h
 
 
-def measured_mean_shift(x: torch.Tensor, y: torch.Tensor, operator: Any) -> torch.Tensor:
-    """``x`` (B, 1, H, W) moved along the part of the constant image that the measurements miss, ``(I - A^+ A) 1``,
-    until its mean is ``mu = <A 1, y> / ||A 1||^2``: the least-squares mean of an image ``mu 1 + r`` given
-    ``y = A x`` when ``A r`` is uncorrelated with ``A 1`` (a global pixel permutation makes it so). ``A x`` is
-    unchanged, so a data-consistent ``x`` stays consistent. A no-op where the mean is measured exactly (the
-    k-space centre: ``A^+ A 1 = 1``) or not at all (``A 1 = 0``)."""
-    ones = torch.ones_like(x[:1])
-    c = operator.A(ones)
-    missed = ones - operator.A_dagger(c)  # (I - A^+ A) 1
-    cc, free = (c.abs() ** 2).sum(), missed.mean()
-    mu = (c.conj() * y).sum(dim=tuple(range(1, y.ndim))) / cc.clamp_min(torch.finfo(cc.dtype).tiny)
-    ok = (cc > 1e-6 * ones.numel()) & (free.abs() > 1e-6)
-    delta = torch.where(ok, (mu.to(x.dtype) - x.mean(dim=(1, 2, 3))) / torch.where(ok, free, 1), 0)
-    return x + delta.view(-1, 1, 1, 1) * missed
-
-
-def _schedule_init(cfg: dict, T: int) -> torch.Tensor:
-    """Cumulative alphas a_1..a_T (ascending t) of a DDIM schedule at T evenly spaced timesteps."""
+def _schedule_init(cfg: dict, T: int, warm: bool = False) -> torch.Tensor:
+    """Cumulative alphas a_1..a_T (ascending t) of a DDIM schedule at T evenly spaced timesteps; ``warm``: spaced
+    over the first tenth of the schedule only, the low noise levels where a sampler that starts from a good
+    estimate (the "tv" start) begins, as SDEdit-style warm starts do (at the full range the couplings would mix
+    states of very different scales and lose the start's detail)."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**cfg)
-    sched.set_timesteps(T)
-    ts = sorted(int(t) for t in sched.timesteps)
+    if warm:
+        last = sched.config.num_train_timesteps // 10
+        ts = [round(last * k / T) for k in range(T)]
+    else:
+        sched.set_timesteps(T)
+        ts = sorted(int(t) for t in sched.timesteps)
     return sched.alphas_cumprod[ts].to(torch.float64)
 
 
@@ -132,6 +125,12 @@ class IDM(ModelMixin, ConfigMixin):
             true mean on Set11, and it removes the brightness bias a model has with matrices that keep more or
             less of the image mean than those it was trained on (see the CS model cards, seeds 1 and 2). A no-op
             for Cartesian MRI, whose k-space centre measures the mean exactly.
+        start: the estimate the sampler starts from: ``"pinv"`` (``A^+ y``, the paper's) or ``"tv"``
+            (:func:`~idm_imaging.solvers.tv_fista` with ``start_iterations`` iterations and TV weight ``start_lam``
+            from the measured mean; not in the paper). With ``"tv"`` the network refines a classical estimate
+            instead of filling the null space from ``A^+ y`` alone: at equal training it lands far higher.
+        start_iterations: TV-FISTA iterations of the ``"tv"`` start.
+        start_lam: TV weight of the ``"tv"`` start (images in [0, 1]).
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
@@ -163,6 +162,9 @@ class IDM(ModelMixin, ConfigMixin):
         schedule: dict | None = None,
         complex_as_batch: bool = False,
         measured_mean: bool = True,
+        start: str = "pinv",
+        start_iterations: int = 60,
+        start_lam: float = 0.001,
     ):
         super().__init__()
         if backbone_type not in SUPPORTED_BACKBONES:
@@ -171,6 +173,12 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"T: number of sampling steps must be an int >= 1, got {T!r}")
         if task not in TASKS:
             raise ValueError(f"task: must be one of {list(TASKS)}, got {task!r}")
+        if start not in ("pinv", "tv"):
+            raise ValueError(f"start: must be 'pinv' or 'tv', got {start!r}")
+        if isinstance(start_iterations, bool) or not isinstance(start_iterations, int) or not 1 <= start_iterations <= 1000:
+            raise ValueError(f"start_iterations: an int in [1, 1000], got {start_iterations!r}")
+        if not isinstance(start_lam, (int, float)) or not start_lam > 0:
+            raise ValueError(f"start_lam: a number > 0, got {start_lam!r}")
         if complex_as_batch and task != "mri":
             raise ValueError("complex_as_batch: only for task 'mri' (complex images)")
         if image_channels != 1:
@@ -195,7 +203,7 @@ class IDM(ModelMixin, ConfigMixin):
             unet = build_diffusers_unet(backbone_type, backbone_config)
         self.adapter = ImageAdapter(c, int(unet.config.in_channels), int(unet.config.out_channels))
         self.unet = ReversibleUNet(backbone_type, backbone_config, T, self.adapter.r, c, unet=unet)
-        a = _schedule_init(schedule, T)
+        a = _schedule_init(schedule, T, warm=self.config.start == "tv")
         self.alpha_logits = nn.Parameter(torch.log(a / (1 - a)).float())  # a_t = sigmoid(logit), t = 1..T
         self.input_scale = nn.Parameter(torch.tensor(1.0))  # s: x2 = s x1 at the start
         self.merge_scale = nn.Parameter(torch.tensor(0.0))  # m: output y1 + m y2
@@ -363,7 +371,12 @@ class IDM(ModelMixin, ConfigMixin):
                                     out_size=out_size, measured_operator=measured_operator)
         aty_r = self._to_real(aty)
         ctx.aty_padded = self._pad(aty_r, ctx)
-        x = self.alphas()[-1].sqrt() * aty_r
+        start = aty_r
+        if self.config.start == "tv":
+            with torch.autocast(device.type, enabled=False):
+                start = self._to_real(tv_fista(y, operator, lam=self.config.start_lam,
+                                               iterations=self.config.start_iterations, inner=5, mean_start=True))
+        x = self.alphas()[-1].sqrt() * start
         return x, ctx
 
     # ------------------------------------------------------------------ I/O
@@ -374,7 +387,10 @@ class IDM(ModelMixin, ConfigMixin):
         Raises ``ValueError`` listing missing / unexpected / shape-mismatched keys when the weights do not
         match the config; ``.bin`` (pickle) checkpoints are refused.
         """
+        from .limits import check_model_folder
+
         folder = resolve_checkpoint(name_or_dir)
+        check_model_folder(folder, WEIGHTS_NAME)  # sizes and files checked before anything is built or read
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             bins = sorted(p.name for p in folder.glob("*.bin"))
