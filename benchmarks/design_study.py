@@ -143,6 +143,37 @@ def score(method, imgs) -> dict:
     return out
 
 
+MRI_VAL = ((4.0, "random"), (8.0, "random"), (4.0, "equispaced"), (8.0, "equispaced"))
+
+
+def mri_validation_set() -> list[np.ndarray]:
+    """SIAT lsq111-lsq120 (complex, max |x| = 1), held out of the MRI arm's training data."""
+    files = sorted((data_root() / "mri" / "train" / "SIAT_T2_brain_complex").glob("lsq11[1-9].npy"))
+    files += sorted((data_root() / "mri" / "train" / "SIAT_T2_brain_complex").glob("lsq120.npy"))
+    out = []
+    for f in files:
+        a = np.load(f, allow_pickle=False).astype(np.complex64)
+        out.append(a / np.abs(a).max())
+    return out
+
+
+def score_mri(method, imgs) -> dict:
+    from idm_imaging.metrics import fastmri_metrics
+    from idm_imaging.operators import SingleCoilFourier, make_mask
+
+    out = {}
+    for acc, kind in MRI_VAL:
+        vals = []
+        for i, a in enumerate(imgs):
+            op = SingleCoilFourier(make_mask(kind, a.shape, acc, seed=VAL_SEED + i))
+            x = torch.from_numpy(a)[None, None]
+            with torch.no_grad():
+                xh = method(op.A(x), op)
+            vals.append(fastmri_metrics(xh[0, 0].abs().numpy(), np.abs(a))["psnr"])
+        out[f"{acc:g}x {kind}"] = float(np.mean(vals))
+    return out
+
+
 def evaluate(args) -> None:
     import warnings
 
@@ -153,7 +184,7 @@ def evaluate(args) -> None:
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    imgs = validation_set()
+    imgs, mri_imgs = validation_set(), None
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
     if "TV-FISTA" not in results:
         results["TV-FISTA"] = score(TVFista(), imgs)
@@ -163,6 +194,11 @@ def evaluate(args) -> None:
             continue
         cfg = load_config(arm_dir / "train_config.json")
         model = FinetuneStage(cfg).build_model().eval()
+        mri = cfg.finetune.task == "mri"
+        if mri and mri_imgs is None:
+            mri_imgs = mri_validation_set()
+            results.setdefault("TV-FISTA MRI", score_mri(TVFista(), mri_imgs))
+            results.setdefault("zero-filled MRI", score_mri(lambda y, op: op.A_dagger(y), mri_imgs))
         rec = results["arms"].setdefault(name, {"what": ARMS.get(name, ("",))[0], "points": []})
         done = {p["step"] for p in rec["points"]}
         folders = {int(p.name.split("-")[1]): p for p in (arm_dir / "checkpoints").glob("step-*") if p.is_dir()}
@@ -175,7 +211,7 @@ def evaluate(args) -> None:
             ck = folders[s]
             ckpt.load_model_weights(model, ck / "model")
             st = ckpt.load_state(ck, "train_state")
-            psnr = score(model, imgs)
+            psnr = score_mri(model, mri_imgs) if mri else score(model, imgs)
             rec["points"].append({"step": s, "cpu_s": round(float(st["elapsed"]), 1),
                                   "samples": s * cfg.data.batch_size * (cfg.data.patch_size / 64) ** 2, **psnr})
             rec["points"].sort(key=lambda p: p["step"])
@@ -194,10 +230,13 @@ def report(args) -> None:
 
     res = json.loads(RESULTS.read_text())
     fig, axes = plt.subplots(1, len(VAL_RATIOS) + 1, figsize=(5 * (len(VAL_RATIOS) + 1), 4))
-    rows = []
+    rows, mri_rows = [], []
     for name, rec in res["arms"].items():
         pts = rec["points"]
         if not pts:
+            continue
+        if "0.1" not in pts[0]:  # an MRI arm: its own table
+            mri_rows.append((name, rec, pts))
             continue
         cpu = np.array([p["cpu_s"] for p in pts]) / 60
         mean = np.array([np.mean([p[f"{r:g}"] for r in VAL_RATIOS]) for p in pts])
@@ -237,6 +276,19 @@ def report(args) -> None:
                      f"{last['cpu_s'] / 60:.1f} | " + " / ".join(f"{last[f'{r:g}']:.2f}" for r in VAL_RATIOS)
                      + f" | {mean:.2f} | {slope:+.2f} | `python benchmarks/design_study.py run {name} --budget "
                      f"{args.budget:g}` |")
+    if mri_rows:
+        keys = [k for k in mri_rows[0][2][0] if k.endswith(("random", "equispaced"))]
+        lines += ["", "MRI (one model for 2-12x and every mask kind of `make_mask`, 128x128 patches, batch 2; validation:",
+                  "SIAT lsq111-lsq120, not in training; fastMRI PSNR on magnitudes):", "",
+                  "| arm | design | steps | CPU min | " + " | ".join(keys) + " |",
+                  "|---|---|---|---|" + "---|" * len(keys)]
+        for ref in ("zero-filled MRI", "TV-FISTA MRI"):
+            if ref in res:
+                lines.append(f"| {ref.split()[0]} | reference | - | - | " + " | ".join(f"{res[ref][k]:.2f}" for k in keys) + " |")
+        for name, rec, pts in mri_rows:
+            for p in pts:
+                lines.append(f"| {name} | {rec['what']} | {p['step']} | {p['cpu_s'] / 60:.1f} | "
+                             + " | ".join(f"{p[k]:.2f}" for k in keys) + " |")
     lines += ["", "![PSNR against CPU time](design-study.png)", "",
               "Evaluate and redraw: `python benchmarks/design_study.py eval && python benchmarks/design_study.py "
               "report`. Results: `benchmarks/results/design-study.json`.", ""]

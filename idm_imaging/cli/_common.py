@@ -7,7 +7,6 @@ Imports nothing heavy at module level (torch, the operators, the models are impo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,26 +324,6 @@ def embedded_models() -> list[dict[str, Any]]:
     return out
 
 
-def _distance(info: dict, args) -> float:
-    """How far an embedded model's training acquisition is from the requested one (smaller is closer)."""
-    op = info.get("operator") or {}
-    try:
-        if args.task == "cs" and args.ratio is not None and "ratio" in op:
-            return abs(float(op["ratio"]) - args.ratio)
-        acc = (op.get("mask_params") or {}).get("acceleration", op.get("acceleration"))
-        if args.task == "mri" and args.acceleration is not None and acc is not None:
-            return abs(float(acc) - args.acceleration)
-    except (TypeError, ValueError):
-        pass
-    # fall back on the name: "cs-0.1", "mri-4x"
-    tail = info["name"].split("-", 1)[-1].rstrip("x")
-    want = args.ratio if args.task == "cs" else args.acceleration
-    try:
-        return abs(float(tail) - float(want))
-    except (TypeError, ValueError):
-        return float("inf")
-
-
 def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
     """The model for ``--model`` (embedded name, folder, or "pinv"); without it the embedded default of the task.
 
@@ -354,12 +333,14 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
     if spec is not None and spec.lower() in PINV_NAMES:
         return None, pinv_label
     if spec is None:
-        candidates = [m for m in embedded_models() if m["task"] == args.task]
-        if not candidates:
+        from idm_imaging.models.registry import default_model
+
+        spec = default_model(args.task, ratio=getattr(args, "ratio", None),
+                             acceleration=getattr(args, "acceleration", None))
+        if spec is None:
             say(f"note: no embedded IDM model for --task {args.task} in this installation; using the "
                 f"{pinv_label} reconstruction (pass --model DIR for a trained model)")
             return None, pinv_label
-        spec = min(candidates, key=lambda m: _distance(m, args))["name"]
         say(f"using the embedded model {spec!r} (default for --task {args.task}; see `idm-imaging models`)")
     from idm_imaging.models import IDM
     from idm_imaging.models.limits import check_model_folder

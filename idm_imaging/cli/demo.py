@@ -33,24 +33,21 @@ def test_images(size: int) -> dict[str, np.ndarray]:
     }
 
 
-DEMO_MODELS = {"cs": "cs-0.1", "mri": "mri-4x"}
-
-
 def demo_models(say=print) -> dict:
-    """task -> loaded embedded IDM for the demo jobs that have one installed; a note for those that do not."""
-    from idm_imaging.cli._common import embedded_models
+    """task -> (name, loaded embedded IDM): the default for the demo's 10 % CS and 4x MRI jobs, for the tasks
+    that have one installed; a note for those that do not."""
+    from idm_imaging.models import IDM
+    from idm_imaging.models.registry import default_model
 
-    present = {m["name"] for m in embedded_models()}
     loaded = {}
-    for task, name in DEMO_MODELS.items():
-        if name in present:
-            from idm_imaging.models import IDM
-
-            loaded[task] = IDM.from_pretrained(name).eval().float()
-    missing = [n for t, n in DEMO_MODELS.items() if t not in loaded]
+    for task, setting in (("cs", {"ratio": 0.1}), ("mri", {"acceleration": 4.0})):
+        name = default_model(task, **setting)
+        if name is not None:
+            loaded[task] = (name, IDM.from_pretrained(name).eval().float())
+    missing = [t for t in ("cs", "mri") if t not in loaded]
     if missing:
-        say(f"note: embedded model(s) {', '.join(missing)} not installed: showing the pseudo-inverse / "
-            "zero-filled baseline only for those jobs")
+        say(f"note: no embedded model for {', '.join(missing)}: showing the pseudo-inverse / zero-filled "
+            "baseline only for those jobs")
     return loaded
 
 
@@ -86,8 +83,9 @@ def run(args) -> int:
         task = "mri" if op.is_complex else "cs"
         methods = [("zero-filled" if op.is_complex else "pseudo-inverse", op.A_dagger)]
         if task in models:
-            model = models[task].to(device)
-            methods.append((f"IDM {DEMO_MODELS[task]}", lambda y_, m=model, o=op: m(y_, o)))
+            label, model = models[task]
+            model = model.to(device)
+            methods.append((f"IDM {label}", lambda y_, m=model, o=op: m(y_, o)))
         panels = [img]
         for method, recon in methods:
             t0 = time.perf_counter()

@@ -12,9 +12,11 @@ __all__ = ["REGISTRY", "WEIGHTS_DIR", "available_models", "resolve_checkpoint"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-#: name -> folder name under WEIGHTS_DIR. "prior-gray" is a diffusers UNet folder (the diffusion prior, for
-#: IDM.from_diffusers and the DDNM/DPS baselines); the others are IDM checkpoints.
-REGISTRY: dict[str, str] = {name: name for name in ("prior-gray", "cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x")}
+#: name -> folder name under WEIGHTS_DIR. "cs" (any block-CS ratio of its range) and "mri" (any acceleration and
+#: mask kind of its range) come first: they are the defaults. "prior-gray" is a diffusers UNet folder (the diffusion
+#: prior, for IDM.from_diffusers and the DDNM/DPS baselines); "cs-0.1" ... "mri-8x" are single-setting models.
+REGISTRY: dict[str, str] = {name: name for name in ("cs", "mri", "prior-gray", "cs-0.1", "cs-0.3", "cs-0.5",
+                                                    "mri-4x", "mri-8x")}
 
 
 def available_models() -> list[str]:
