@@ -77,6 +77,10 @@ def read_layers(path) -> list[tuple]:
         data = np.abs(data)
     layers = [(data.astype(np.float32), {"name": base, "scale": spacing, "metadata": layer_meta,
                                           "colormap": "gray"}, "image")]
+    if meta.get("format") in ("nifti", "dicom", "dicom-series"):  # anatomical geometry: show it as DICOM viewers do
+        from napari_plugin._engine import display_affine
+
+        layers[0][1]["affine"] = display_affine(meta["affine"], data.shape, spacing)
     k = meta.get("kspace")
     if k is not None:
         k = np.asarray(k)
