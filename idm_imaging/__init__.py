@@ -5,7 +5,9 @@ Data flows one way: scan -> operator -> measurement -> model -> image -> metrics
 
 __version__ = "0.1.0"
 
-__all__ = ["IDM", "__version__"]
+from idm_imaging.datasets import data_root
+
+__all__ = ["IDM", "__version__", "data_root"]
 
 
 def __getattr__(name):

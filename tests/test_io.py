@@ -274,10 +274,8 @@ def test_shared_natural_images(datasets_dir):
         assert img.shape == ref.shape and np.array_equal(img.numpy(), ref.astype(np.float32))
 
 
-def test_shared_ct_dicom(datasets_dir):
-    f = datasets_dir / "samples/CT_head_512.dcm"
-    if not f.exists():
-        pytest.skip(f"{f} absent")
+def test_shared_ct_dicom(ct_dicom):
+    f = ct_dicom
     img, meta = read_scan(f)
     ds = pydicom.dcmread(f)
     assert img.shape == (512, 512) and meta["spacing"] == pytest.approx((0.478516, 0.478516))

@@ -122,10 +122,14 @@ def test_bad_batch_size_and_task_mismatch():
 
 
 def test_model_choices_and_devices():
-    for task in ("cs", "mri"):
+    from idm_imaging.models.registry import available_models
+
+    for task, shipped in (("cs", "cs-0.1"), ("mri", "mri-4x")):
         choices = _engine.model_choices(task)
         assert choices[-2:] == [PSEUDO_INVERSE, CHECKPOINT]
-        assert all(c.startswith(task + "-") for c in choices[:-2])
+        # every embedded model of the task, none of the other task's nor the prior; an embedded default
+        assert set(choices[:-2]) == {m for m in available_models() if m.split("-")[0] == task}
+        assert shipped in choices and "prior-gray" not in choices and choices[0] != PSEUDO_INVERSE
     devices = _engine.available_devices()
     assert devices[-1] == "cpu" and all(torch.device(d) is not None for d in devices)
 
@@ -139,8 +143,16 @@ def test_tiny_idm_runs_through_engine():
                             model_name="tiny", batch_size=2, name="p")
     assert [layer.name for layer in res.layers] == ["p zero-filled 4x random", "p IDM (tiny) 4x random",
                                                     "p |error| 4x random"]
-    assert res.layers[1].data.shape == (2, 32, 32)
-    assert all(math.isfinite(v["psnr"]) for v in res.metrics.values())
+    stack = np.stack([img, img[::-1]])
+    zf, recon, err = (layer.data for layer in res.layers)
+    assert recon.shape == (2, 32, 32) and not np.allclose(recon, zf, atol=1e-3)
+    np.testing.assert_allclose(err, np.abs(recon - stack), atol=1e-5)  # the error layer is |IDM - reference|
+    from idm_imaging.metrics import fastmri_metrics
+
+    assert res.metrics["IDM"]["psnr"] == pytest.approx(fastmri_metrics(recon, stack)["psnr"], abs=1e-3)
+    # slice batching does not change a slice: batch 1 gives the same volume
+    one = run_to_completion(stack, Acquisition(acceleration=4), model=model, model_name="tiny", batch_size=1, name="p")
+    np.testing.assert_allclose(one.layers[1].data, recon, atol=1e-5)
     assert res.layers[1].metadata["idm_imaging"]["model"] == "tiny"
 
 
@@ -229,10 +241,8 @@ def test_reader_nifti_scale_and_complex_npy(tmp_path):
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
 
 
-def test_reader_dicom_folder():
-    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "samples" / "CT_head_512.dcm"
-    if not src.exists():
-        pytest.skip(f"dataset sample {src} not present")
+def test_reader_dicom_folder(ct_dicom):
+    src = ct_dicom
     from napari_plugin._reader import read_layers
 
     [(data, kwargs, _)] = read_layers(str(src))
