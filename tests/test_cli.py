@@ -71,7 +71,25 @@ def test_console_entry_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "idm_imaging", "models", "list"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "embedded" in r.stdout or "task" in r.stdout
+    from idm_imaging.models.registry import available_models
+
+    header, *rows = r.stdout.splitlines()
+    assert header.split() == ["name", "task", "T", "operator"]
+    assert sorted(row.split()[0] for row in rows) == sorted(available_models())  # one row per embedded model
+    cs01 = next(row for row in rows if row.startswith("cs-0.1 "))
+    assert cs01.split()[1:4] == ["cs", "3", "BlockCS"] and "ratio=0.1 B=32" in cs01
+
+
+def test_a_bug_is_not_reported_as_a_user_error(monkeypatch):
+    # a TypeError inside a command is a defect: it keeps its traceback instead of becoming "error: ..." + exit 2
+    from idm_imaging.cli import models
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(models, "run", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["models", "list"])
 
 
 # -------------------------------------------------------------------------------------------- reconstruct
