@@ -244,15 +244,21 @@ def test_model_output_mean_is_the_measured_mean():
 
 def test_tiny_reconstruction_pads_and_crops():
     # Speed is measured by benchmarks/cpu_bench.py, not asserted here.
+    torch.manual_seed(0)
     model = IDM(T=3).eval()
+    model.register_to_config(measured_mean=False)
     op = BlockCS(0.1, block_size=32, img_size=(62, 58))
     x = torch.rand(1, 1, 62, 58)
     with torch.no_grad():
         x_hat = model(op.A(x), op)
-    assert x_hat.shape == (1, 1, 62, 58) and x_hat.dtype == torch.float32 and torch.isfinite(x_hat).all()
+        padded = model(op.A(x), op.without_crop())  # the zero-padded 64x64 grid the model reconstructs
+    assert x_hat.shape == (1, 1, 62, 58) and x_hat.dtype == torch.float32
+    assert torch.equal(x_hat, padded[..., :62, :58])
     op64 = BlockCS(0.1, block_size=32)
+    x2 = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
-        assert model(op64.A(torch.rand(2, 1, 64, 64)), op64).shape == (2, 1, 64, 64)
+        both, second = model(op64.A(x2), op64), model(op64.A(x2[1:]), op64)
+    assert both.shape == (2, 1, 64, 64) and torch.allclose(both[1:], second, atol=1e-5)  # images independent
 
 
 def test_block_cs_off_block_size_reconstructs_the_padded_grid():
@@ -323,6 +329,11 @@ def test_mri_returns_complex():
     with torch.no_grad():
         out = model(y, op)
     assert out.is_complex() and out.shape == (2, 1, 32, 32)
+    # an untrained model (zero-initialised injectors) stays near the zero-filled image, imaginary part included,
+    # and keeps the measured k-space samples
+    zf = op.A_dagger(y)
+    assert zf.imag.abs().max() > 0.1 and torch.allclose(out, zf, atol=0.02)
+    assert (op.A(out) - y).abs().max() < 1e-3 * y.abs().max()
 
 
 def test_bad_input():
