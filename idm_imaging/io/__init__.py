@@ -5,9 +5,14 @@ first and the last arrow. See :func:`read_scan` and :func:`write_scan` for the f
 
 Example::
 
+    >>> import os, tempfile, torch
     >>> from idm_imaging.io import read_scan, write_scan
-    >>> img, meta = read_scan("brain.nii.gz")            # (D, H, W) float32, meta["affine"] 4x4 RAS
-    >>> write_scan(img * 0.5, "half.nii.gz", meta)       # same affine and voxel order
+    >>> folder = tempfile.mkdtemp()
+    >>> path = write_scan(torch.rand(3, 16, 16), os.path.join(folder, "vol.nii.gz"))
+    >>> img, meta = read_scan(path)                      # (D, H, W) float32, meta["affine"] 4x4 RAS
+    >>> tuple(img.shape), meta["affine"].shape
+    ((3, 16, 16), (4, 4))
+    >>> half = write_scan(img * 0.5, os.path.join(folder, "half.nii.gz"), meta)   # same affine and voxel order
 """
 
 from idm_imaging.io._common import ScanReadError, ScanTooLargeError

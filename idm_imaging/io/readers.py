@@ -65,8 +65,10 @@ def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None 
 
     Example::
 
-        >>> img, meta = read_scan("CT_head_512.dcm")
-        >>> img.shape, meta["spacing"]                  # (512, 512), (0.478516, 0.478516)
+        >>> from idm_imaging import data_root
+        >>> img, meta = read_scan(data_root() / "samples/CT_head_512.dcm")  # doctest: +SKIP
+        >>> img.shape, meta["spacing"]  # doctest: +SKIP
+        (torch.Size([512, 512]), (0.478516, 0.478516))
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")

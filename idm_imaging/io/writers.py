@@ -52,8 +52,12 @@ def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta:
 
     Example::
 
-        >>> img, meta = read_scan("t1.nii.gz")
-        >>> write_scan(img.clamp(min=0), "t1_clamped.nii.gz", meta)
+        >>> import os, tempfile, torch
+        >>> from idm_imaging.io import read_scan
+        >>> folder = tempfile.mkdtemp()
+        >>> img, meta = read_scan(write_scan(torch.randn(3, 16, 16), os.path.join(folder, "t1.nii.gz")))
+        >>> write_scan(img.clamp(min=0), os.path.join(folder, "t1_clamped.nii.gz"), meta).name
+        't1_clamped.nii.gz'
     """
     arr = _as_array(tensor)
     if not isinstance(path, (str, os.PathLike)):

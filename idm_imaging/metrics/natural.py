@@ -46,7 +46,8 @@ def rgb_to_y(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
     Example::
 
-        >>> rgb_to_y(np.ones((3, 4, 4)))[0, 0] * 255      # 16 + 65.481 + 128.553 + 24.966 = 235.0
+        >>> round(float(rgb_to_y(np.ones((3, 4, 4)))[0, 0] * 255), 3)      # 16 + 65.481 + 128.553 + 24.966
+        235.0
     """
     if not isinstance(image, (torch.Tensor, np.ndarray)):
         raise TypeError(f"image must be a torch.Tensor or numpy.ndarray, got {type(image).__name__}")
