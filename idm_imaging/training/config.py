@@ -7,7 +7,8 @@ Layout of a config file (every table and key optional unless marked)::
     output_dir = "runs/prior-gray"   # relative paths resolve against the config file's folder
 
     [data]
-    train = ["../../shared/datasets/natural/train/Train400/*.png"]   # globs or folders
+    train = ["$IDM_IMAGING_DATA/natural/train/Train400/*.png"]   # globs or folders (the data setting:
+                                                                  # idm_imaging.datasets)
     patch_size = 64
     batch_size = 8
     num_workers = 2
@@ -191,12 +192,12 @@ class FinetuneConfig:
     ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
     embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an
     embedded name such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to fine-tune a shipped model on
-    your own data or to train across sessions; its task and T must match this section. Give exactly one of the
+    your own data or to continue a run on another day; its task and T must match this section. Give exactly one of the
     two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed)``; ``task = "mri"``:
     ``SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``. With
     ``fresh_operator_per_step`` (the default) each step draws its own seed, so that the model works with any
     matrix / mask of its ratio / acceleration; otherwise every step uses ``operator_seed`` (one fixed matrix, as
-    in the paper: the session-2 CS models lost 1 to 8 dB on Set11 with seeds 1 and 2). ``fresh_mask_per_step``
+    in the paper; such a model loses 1 to 8 dB on Set11 with other seeds). ``fresh_mask_per_step``
     is the former name of ``fresh_operator_per_step`` and still accepted.
     """
 
@@ -282,7 +283,16 @@ class RunConfig:
             self.finetune.validate()
 
     def resolve(self, path: str) -> Path:
-        """Expand ``~``/``$VARS`` and resolve a relative path against the config file's folder."""
+        """Expand ``~``/``$VARS`` and resolve a relative path against the config file's folder.
+        ``$IDM_IMAGING_DATA`` is the datasets folder of :func:`idm_imaging.data_root` even when the variable is
+        unset."""
+        if "IDM_IMAGING_DATA" in path and not os.environ.get("IDM_IMAGING_DATA"):
+            from idm_imaging.datasets import data_root
+
+            try:
+                path = path.replace("${IDM_IMAGING_DATA}", str(data_root())).replace("$IDM_IMAGING_DATA", str(data_root()))
+            except FileNotFoundError as err:
+                raise ValueError(f"{path}: {err}") from None
         p = Path(os.path.expandvars(os.path.expanduser(path)))
         return p if p.is_absolute() else (Path(self.config_dir) / p).resolve()
 
