@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from idm_imaging.benchmark.baselines import DDNM, DPS, DiffusionPrior, PseudoInverse, TVFista, VarNet, train_varnet
+from idm_imaging.benchmark.baselines import (
+    DDNM, DPS, DiffusionPrior, PnPBM3D, PseudoInverse, TVFista, VarNet, train_varnet,
+)
 from idm_imaging.metrics import psnr
 from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
 
@@ -63,6 +65,27 @@ def test_tv_fista_block_cs_beats_pseudo_inverse():
     pinv = psnr(PseudoInverse()(y, op), x, data_range=1.0)
     tv = psnr(TVFista(lam=0.003, iterations=150)(y, op), x, data_range=1.0)
     assert tv > pinv + 8.0, (pinv, tv)
+
+
+def test_pnp_bm3d_beats_pseudo_inverse_and_ends_consistent():
+    x = _phantom(64)
+    op = BlockCS(0.3, block_size=16, seed=0)
+    y = op.A(x)
+    m = PnPBM3D(sigma_start=0.2, sigma_end=0.01, iterations=6, stage="hard")
+    out = m(y, op)
+    pinv = psnr(PseudoInverse()(y, op), x, data_range=1.0)
+    assert psnr(out, x, data_range=1.0) > pinv + 8.0
+    assert torch.allclose(op.A(out), y, atol=1e-4)  # the last step is the projection onto {A x = y}
+    assert m.sigmas()[0] == pytest.approx(0.2) and m.sigmas()[-1] == pytest.approx(0.01)
+    assert m.settings()["library"].startswith("bm3d ")
+    mri = SingleCoilFourier(make_mask("random", (64, 64), 4, seed=1))
+    out = m(mri.A(x.to(torch.complex64)), mri)  # complex: real and imaginary parts as two channels
+    zf = psnr(PseudoInverse()(mri.A(x), mri).abs(), x, data_range=1.0)
+    assert out.is_complex() and psnr(out.abs(), x, data_range=1.0) > zf + 2.0
+    with pytest.raises(ValueError, match="stage"):
+        PnPBM3D(stage="wiener")
+    with pytest.raises(ValueError, match="sigma_start"):
+        PnPBM3D(sigma_start=0)
 
 
 @pytest.mark.parametrize("op", [BlockCS(1.0, block_size=8),
@@ -170,10 +193,15 @@ def test_run_writes_tables_with_every_method(tiny_setup, tmp_path):
               log=None, crop=None, n_natural=2, n_mri=2, diffusion_steps=2, tv_iterations=100,
               models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, prior=str(root / "prior"),
               varnet_budget_s=0.5, varnet_cascades=1, varnet_features=(4, 4, 8, 8, 16, 4), varnet_patch=32,
-              varnet_train=("mri/train/*.png",))
+              varnet_train=("mri/train/*.png",), pnp_iterations=3, deepinv=False)
     main = {(r["dataset"], r["method"]): r for r in res["rows"] if r["table"] == "main"}
-    assert set(main) == {("Set11", m) for m in ("pseudo-inverse", "TV-FISTA", "DDNM", "DPS", "IDM")} | {
-        ("BrainImages_test", m) for m in ("zero-filled", "TV-FISTA", "DDNM", "DPS", "IDM", "VarNet")}
+    assert set(main) == {("Set11", m) for m in ("pseudo-inverse", "TV-FISTA", "PnP-BM3D", "DDNM", "DPS", "IDM")} | {
+        ("BrainImages_test", m) for m in ("zero-filled", "TV-FISTA", "PnP-BM3D", "DDNM", "DPS", "IDM", "VarNet")}
+    # the external row names its library and version, in the row and in the Markdown
+    from importlib.metadata import version
+
+    assert main[("Set11", "PnP-BM3D")]["note"] == f"bm3d {version('bm3d')}"
+    assert main[("Set11", "PnP-BM3D")]["psnr"] > main[("Set11", "pseudo-inverse")]["psnr"] + 3
     # TV on a near piecewise-constant image beats the pseudo-inverse in both protocols
     assert main[("Set11", "TV-FISTA")]["psnr"] > main[("Set11", "pseudo-inverse")]["psnr"] + 3
     assert main[("BrainImages_test", "TV-FISTA")]["psnr"] > main[("BrainImages_test", "zero-filled")]["psnr"] + 3
@@ -189,6 +217,7 @@ def test_run_writes_tables_with_every_method(tiny_setup, tmp_path):
     assert len(rows) == len(res["rows"]) and float(rows[0]["psnr"]) == res["rows"][0]["psnr"]
     md = (tmp_path / "docs/benchmark-quick.md").read_text()
     assert "## Main table" in md and "| Set11 | CS 10% | IDM |" in md and "Quick subset" in md
+    assert "External implementations" in md and f"PnP-BM3D (bm3d {version('bm3d')})" in md
     assert "(benchmark-quick_figure.png)" in md
     png = (tmp_path / "docs/benchmark-quick_figure.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -203,6 +232,10 @@ def test_run_skips_missing_models_and_datasets_with_reasons(tmp_path):
     reasons = " ".join(s["what"] + ": " + s["reason"] for s in res["skipped"])
     assert "DDNM, DPS" in reasons and "no-such-prior" in reasons
     assert "Set11" in reasons and "BrainImages_test" in reasons and "not found" in reasons
+    from importlib.util import find_spec
+
+    if find_spec("deepinv") is None:  # the core install: deepinv's rows are skipped with the way to get them
+        assert "deepinv TV, deepinv wavelet: deepinv is not installed (pip install 'idm-imaging[deepinv]')" in reasons
     assert "(no rows" in (tmp_path / "d/benchmark-quick.md").read_text()
 
 
@@ -217,18 +250,19 @@ def test_partial_run_from_the_command_line_never_overwrites_the_full_table(tiny_
     real_run = rm.run
     monkeypatch.setattr(rm, "run", lambda **kw: real_run(
         **kw, models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, ratios=(0.1,), accelerations=(4,),
-        natural_sets=("Set11",), tv_iterations=20, gen_ratios={}, gen_masks=(), gen_cross_acceleration=False))
-    argv = ["--limit", "1", "--no-diffusion", "--no-varnet", "--out", str(tmp_path / "r"), "--docs",
+        natural_sets=("Set11",), tv_iterations=20, gen_ratios={}, gen_masks=(), gen_cross_acceleration=False,
+        pnp_iterations=2))
+    argv = ["--limit", "1", "--no-diffusion", "--no-varnet", "--no-deepinv", "--out", str(tmp_path / "r"), "--docs",
             str(tmp_path / "d"), "--datasets", str(root / "data"), "--device", "cpu"]
     assert main(argv) == 0
     res = json.loads((tmp_path / "r/benchmark-partial.json").read_text())
     assert not (tmp_path / "r/benchmark.json").exists() and not (tmp_path / "d/benchmark.md").exists()
-    assert {r["method"] for r in res["rows"]} == {"pseudo-inverse", "TV-FISTA", "IDM", "zero-filled"}
+    assert {r["method"] for r in res["rows"]} == {"pseudo-inverse", "TV-FISTA", "PnP-BM3D", "IDM", "zero-filled"}
     assert all(r["n_images"] == 1 for r in res["rows"])
     assert any("DDNM, DPS" in s["what"] and "--no-diffusion" in s["reason"] for s in res["skipped"])
     md = (tmp_path / "d/benchmark-partial.md").read_text()
     assert "Partial run" in md and "left out: DDNM and DPS, VarNet" in md
-    assert "`python -m idm_imaging.benchmark --limit 1 --no-diffusion --no-varnet" in md
+    assert "`python -m idm_imaging.benchmark --limit 1 --no-diffusion --no-varnet --no-deepinv" in md
     assert (tmp_path / "d/benchmark-partial_figure.png").read_bytes()[:4] == b"\x89PNG"
 
 

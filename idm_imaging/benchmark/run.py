@@ -11,6 +11,12 @@ Seconds per image are wall-clock times of the reconstruction alone (CUDA synchro
 Methods whose model is missing (IDM names not shipped yet, no prior for DDNM/DPS, no MRI training data for
 VarNet) and datasets that are absent are skipped with the reason recorded in the results' ``skipped`` list.
 
+External peers (implementations nobody here wrote, each row noting its library and version): PnP-BM3D (the
+``bm3d`` package as denoiser in TV-FISTA's projection loop, :class:`~idm_imaging.benchmark.baselines.PnPBM3D`)
+and, where the ``deepinv`` extra is installed, deepinv's TV and wavelet solvers
+(:class:`~idm_imaging.interop.deepinv.DeepinvSolver`). Parameters are tuned on Train400 crops, never on the test
+sets (:mod:`idm_imaging.benchmark.tune`, records in ``benchmarks/results/tuning-*.json``).
+
 Example::
 
     >>> from idm_imaging.benchmark import run
@@ -40,7 +46,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from idm_imaging.benchmark.baselines import DDNM, DPS, DiffusionPrior, PseudoInverse, TVFista, VarNet, train_varnet
+from idm_imaging.benchmark.baselines import (
+    DDNM, DPS, DiffusionPrior, PnPBM3D, PseudoInverse, TVFista, VarNet, train_varnet,
+)
 
 __all__ = ["BenchmarkConfig", "run", "main"]
 
@@ -58,7 +66,9 @@ class BenchmarkConfig:
     ``crop x crop`` (None: whole images); ``models``: name -> folder overrides (default: the embedded names);
     ``prior``: name or folder of the diffusion prior; ``varnet_budget_s``: VarNet training time per
     acceleration (None: the IDM model's recorded training time when found, else ``varnet_default_budget_s``);
-    ``diffusion`` / ``varnet``: False leaves DDNM and DPS / VarNet out (recorded as skipped).
+    ``diffusion`` / ``varnet``: False leaves DDNM and DPS / VarNet out (recorded as skipped); ``bm3d`` /
+    ``deepinv``: False leaves PnP-BM3D / deepinv's solvers out; ``pnp_iterations``: PnP-BM3D iterations (None:
+    its tuned default).
     """
 
     quick: bool = False
@@ -77,6 +87,9 @@ class BenchmarkConfig:
     prior: str = PRIOR_NAME
     diffusion: bool = True
     varnet: bool = True
+    bm3d: bool = True
+    deepinv: bool = True
+    pnp_iterations: int | None = None
     varnet_budget_s: float | None = None
     varnet_default_budget_s: float = 1800.0
     varnet_cascades: int = 8
@@ -361,6 +374,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
         methods["DPS"] = {**dps.settings(), **trained, "note": note}
     steps_note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (quick)"
+    external = _external_methods(cfg, rec, methods)
     idm_models: dict[str, str] = {}
 
     # ---- natural images, block CS
@@ -375,6 +389,8 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
             cases = [(n, x, BlockCS_for(ratio, x)) for n, x in images]
             rec.evaluate("main", set_name, setting, "pseudo-inverse", pinv, cases, "natural")
             rec.evaluate("main", set_name, setting, "TV-FISTA", tv, cases, "natural")
+            for mname, m, lib in external:
+                rec.evaluate("main", set_name, setting, mname, m, cases, "natural", note=lib)
             for mname, m in diffusion:
                 rec.evaluate("main", set_name, setting, mname, m, cases, "natural", model=prior.name, note=steps_note)
             name = CS_MODELS.get(ratio)
@@ -410,6 +426,8 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
             cases = mri_cases("random", acc)
             rec.evaluate("main", "BrainImages_test", setting, "zero-filled", pinv, cases, "mri")
             rec.evaluate("main", "BrainImages_test", setting, "TV-FISTA", tv, cases, "mri")
+            for mname, m, lib in external:
+                rec.evaluate("main", "BrainImages_test", setting, mname, m, cases, "mri", note=lib)
             for mname, m in diffusion:
                 rec.evaluate("main", "BrainImages_test", setting, mname, m, cases, "mri", model=prior.name,
                              note=steps_note)
@@ -472,6 +490,37 @@ def BlockCS_for(ratio: float, x: torch.Tensor):  # noqa: N802 (named after the o
     from idm_imaging.operators import BlockCS
 
     return BlockCS(ratio, block_size=32, permute=True, seed=0, img_size=tuple(x.shape[-2:]))
+
+
+def _external_methods(cfg: BenchmarkConfig, rec: _Recorder, methods: dict) -> list[tuple[str, Callable, str]]:
+    """PnP-BM3D and deepinv's solvers at their tuned defaults, as ``(name, method, "library version")``; a
+    missing library is recorded as skipped, never an error."""
+    from importlib.metadata import version
+    from importlib.util import find_spec
+
+    out = []
+    if not cfg.bm3d:
+        rec.skip("main", "PnP-BM3D", "left out of this run (bm3d=False)")
+    elif find_spec("bm3d") is None:
+        rec.skip("main", "PnP-BM3D", "the bm3d package is not installed (pip install bm3d)")
+    else:
+        kw = {} if cfg.pnp_iterations is None else {"iterations": cfg.pnp_iterations}
+        m = PnPBM3D(**kw)
+        out.append((m.name, m, f"bm3d {version('bm3d')}"))
+    if not cfg.deepinv:
+        rec.skip("main", "deepinv TV, deepinv wavelet", "left out of this run (deepinv=False)")
+    elif find_spec("deepinv") is None:
+        rec.skip("main", "deepinv TV, deepinv wavelet",
+                 "deepinv is not installed (pip install 'idm-imaging[deepinv]')")
+    else:
+        from idm_imaging.interop.deepinv import DeepinvSolver
+
+        for kind in DeepinvSolver.KINDS:
+            m = DeepinvSolver(kind, iterations=cfg.tv_iterations)
+            out.append((m.name, m, f"deepinv {version('deepinv')}"))
+    for name, m, _ in out:
+        methods[name] = m.settings()
+    return out
 
 
 def _varnet_for(acc, cfg: BenchmarkConfig, data_root: Path, record: dict, dev, rec: _Recorder, methods: dict,
@@ -579,7 +628,12 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
             "7x7 uniform window, reconstruction clipped to [0, 1]); MRI by the fastMRI protocol (magnitude, data range "
             "= target max, per image, averaged). Block CS: block 32, global pixel permutation, seed 0. MRI masks: "
             "`make_mask(kind, shape, R, seed=image index)`, centre fraction 0.32 / R. Seconds per image: "
-            "reconstruction only, wall clock.", "", "## Main table", ""]
+            "reconstruction only, wall clock."]
+    libs = [f"{n} ({m['library']})" for n, m in res["methods"].items() if isinstance(m, dict) and m.get("library")]
+    if libs:
+        out += ["", "External implementations (library and version; tuning records on Train400 crops in "
+                "`benchmarks/results/tuning-*.json`): " + ", ".join(libs) + "."]
+    out += ["", "## Main table", ""]
     out += _table(main) if main else ["(no rows: see skipped)"]
     ratios = _speed_ratios(main)
     if ratios:
@@ -596,7 +650,8 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
             "default `measured_mean = true` (the output's mean set to the least-squares mean from y along the "
             "unmeasured part of the constant image); no other test-time settings.", "",
             "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
-            "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
+            "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); PnP-BM3D (Venkatakrishnan et al. 2013, BM3D by Dabov "
+            "et al. 2007, the `bm3d` package); deepinv (Tachella et al., the `deepinv` library); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
             "`VariationalNetworkModel`); IDM (Chen et al., TPAMI 2025).", "",
             f"![every method on the same image, with error maps]({figure_name})", ""]
     return "\n".join(out)
@@ -678,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="DDNM/DPS steps (default 100; --quick 20)")
     ap.add_argument("--varnet-budget", type=float, default=None, help="VarNet training seconds per acceleration")
     ap.add_argument("--no-varnet", action="store_true", help="skip VarNet training and its rows")
+    ap.add_argument("--no-bm3d", action="store_true", help="leave PnP-BM3D out (about 20x TV-FISTA's time)")
+    ap.add_argument("--no-deepinv", action="store_true", help="leave deepinv's TV and wavelet solvers out")
     a = ap.parse_args(argv)
     overrides: dict = {}
     if a.steps is not None:
@@ -688,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["varnet"] = False
     if a.no_diffusion:
         overrides["diffusion"] = False
+    if a.no_bm3d:
+        overrides["bm3d"] = False
+    if a.no_deepinv:
+        overrides["deepinv"] = False
     if a.limit is not None:
         if a.limit < 1:
             ap.error(f"--limit: expected a positive number of images, got {a.limit}")

@@ -86,6 +86,13 @@ class LinearOperator(torch.nn.Module):
         """Restrict noise to the measured entries (identity here; masked for k-space)."""
         return noise
 
+    def to_deepinv(self, sigma: float = 0.0):
+        """This operator as deepinv physics whose ``physics(x)`` draws the noise of ``measure(x, sigma)`` (needs
+        the ``deepinv`` extra): :func:`idm_imaging.interop.deepinv.to_deepinv`."""
+        from idm_imaging.interop.deepinv import to_deepinv
+
+        return to_deepinv(self, sigma)
+
     def get_config(self) -> dict:
         """JSON-serialisable dict with a ``"type"`` key; :func:`operator_from_config` rebuilds the operator."""
         raise NotImplementedError

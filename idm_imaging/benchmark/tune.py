@@ -1,0 +1,147 @@
+"""Tune a peer's parameters on TRAINING images (Train400 crops), never on the test sets; record the result.
+
+A grid search: every combination of the grid, run at each block-CS ratio on the same training crops (block 32,
+permuted, seed 0, as the benchmark); the best combination by mean PSNR (paper protocol) over all ratios wins. The
+record (grid, every score, the winner, images, command, library versions) goes to
+``benchmarks/results/tuning-<method>.json``; the benchmark's defaults are the recorded winners.
+
+Command line::
+
+    python -m idm_imaging.benchmark.tune pnp-bm3d --images 4 --crop 128
+    python -m idm_imaging.benchmark.tune deepinv-tv --images 4 --crop 128      # needs deepinv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = ["GRIDS", "grid_search", "training_images", "main"]
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _pnp_bm3d(**kw):
+    from idm_imaging.benchmark.baselines import PnPBM3D
+
+    return PnPBM3D(**kw)
+
+
+def _deepinv(kind: str) -> Callable:
+    def make(**kw):
+        from idm_imaging.interop.deepinv import DeepinvSolver
+
+        return DeepinvSolver(kind, **kw)
+    return make
+
+
+# method -> (factory, grid)
+GRIDS: dict[str, tuple[Callable, dict]] = {
+    "pnp-bm3d": (_pnp_bm3d, {"sigma_start": [0.1, 0.3], "sigma_end": [0.005, 0.02], "iterations": [15],
+                             "stage": ["hard"]}),
+    "deepinv-tv": (_deepinv("tv"), {"lam": [0.001, 0.003, 0.01], "iterations": [100]}),
+    "deepinv-wavelet": (_deepinv("wavelet"), {"lam": [0.003, 0.01, 0.03], "iterations": [100]}),
+}
+
+
+def training_images(datasets_dir: str | os.PathLike, n: int, crop: int | None) -> list[tuple[str, torch.Tensor]]:
+    """The first ``n`` Train400 images (sorted names), centre-cropped to ``crop``: ``(name, (1, 1, H, W))``."""
+    from idm_imaging.benchmark.run import _load_images
+
+    folder = Path(datasets_dir) / "natural" / "train" / "Train400"
+    if not folder.is_dir():
+        raise ValueError(f"datasets_dir: training folder {folder} not found")
+    return _load_images(folder, n, crop)
+
+
+def grid_search(factory: Callable, grid: dict, images: list, ratios: tuple,
+                log: Callable[[str], None] | None = print) -> dict:
+    """Score every combination of ``grid`` (``name -> list of values``) with ``factory(**combination)``.
+
+    Returns ``{"results": [{"params", "psnr_by_ratio", "psnr", "seconds_per_image"}], "best": params}``.
+    """
+    from idm_imaging.benchmark.run import BlockCS_for
+    from idm_imaging.metrics import psnr_y
+
+    if not images:
+        raise ValueError("images: no training images")
+    keys = list(grid)
+    results = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, values))
+        method = factory(**params)
+        by_ratio, secs = {}, []
+        for ratio in ratios:
+            scores = []
+            for _, x in images:
+                op = BlockCS_for(ratio, x)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = method(op.A(x), op)
+                secs.append(time.perf_counter() - t0)
+                scores.append(psnr_y(out[0, 0].real.clamp(0, 1), x[0, 0]))
+            by_ratio[str(ratio)] = round(float(np.mean(scores)), 3)
+        row = {"params": params, "psnr_by_ratio": by_ratio, "psnr": round(float(np.mean(list(by_ratio.values()))), 3),
+               "seconds_per_image": round(float(np.mean(secs)), 3)}
+        results.append(row)
+        if log:
+            log(f"{params}: {by_ratio} mean {row['psnr']:.2f} dB, {row['seconds_per_image']:.2f} s/img")
+            sys.stdout.flush()
+    best = max(results, key=lambda r: r["psnr"])["params"]
+    return {"results": results, "best": best}
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"torch": torch.__version__}
+    for pkg in ("bm3d", "deepinv"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m idm_imaging.benchmark.tune", description=__doc__.split("\n\n")[0])
+    ap.add_argument("method", choices=sorted(GRIDS))
+    ap.add_argument("--images", type=int, default=4, help="first N Train400 images")
+    ap.add_argument("--crop", type=int, default=128, help="centre crop (pixels)")
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    ap.add_argument("--out", default=None, help="record file (default benchmarks/results/tuning-METHOD.json)")
+    a = ap.parse_args(argv)
+    data = Path(a.datasets or os.environ.get("IDM_DATASETS") or (_REPO.parent / "shared" / "datasets"))
+    try:
+        images = training_images(data, a.images, a.crop)
+        factory, grid = GRIDS[a.method]
+        res = grid_search(factory, grid, images, tuple(a.ratios))
+    except (ValueError, TypeError, ImportError) as e:
+        ap.exit(2, f"tune: error: {e}\n")
+    out = Path(a.out or _REPO / "benchmarks" / "results" / f"tuning-{a.method}.json")
+    record = {"method": a.method,
+        "command": " ".join(["python -m idm_imaging.benchmark.tune", *(sys.argv[1:] if argv is None else argv)]),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "images": [n for n, _ in images], "training_set": "natural/train/Train400", "crop": a.crop,
+        "ratios": a.ratios, "protocol": "block CS, block 32, permuted, seed 0; PSNR on the Y channel (0-255)",
+        "versions": _versions(), "grid": grid, **res}
+    from idm_imaging.benchmark.run import _atomic_write
+
+    _atomic_write(out, (json.dumps(record, indent=2) + "\n").encode())
+    print(f"best {res['best']} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""deepinv interop: our operators as deepinv physics and back, IDM as a deepinv ``Reconstructor``, deepinv's
+variational solvers as benchmark peers. Needs the ``deepinv`` extra (``pip install idm-imaging[deepinv]``).
+
+Conventions. deepinv's ``MRI`` works on real tensors with the real and imaginary parts as 2 channels
+``(B, 2, H, W)``; our :class:`~idm_imaging.operators.SingleCoilFourier` on complex ``(B, 1, H, W)``. Both use the
+orthonormal centred FFT, so they agree up to :func:`complex_to_channels` / :func:`channels_to_complex`. Our
+``measure(x, sigma)`` adds complex noise with ``E|n|^2 = sigma^2`` (``sigma / sqrt(2)`` per part), which is
+deepinv's ``GaussianNoise(sigma / sqrt(2))`` on the 2-channel k-space; block CS is real, ``GaussianNoise(sigma)``.
+
+Example::
+
+    >>> import torch
+    >>> from idm_imaging import IDM
+    >>> from idm_imaging.operators import BlockCS
+    >>> from idm_imaging.interop.deepinv import IDMReconstructor
+    >>> physics = BlockCS(0.25, block_size=16, img_size=(32, 32)).to_deepinv(sigma=0.0)
+    >>> model = IDMReconstructor(IDM(T=1).eval())           # or IDM.from_pretrained("cs-0.1")
+    >>> x = torch.rand(1, 1, 32, 32)
+    >>> with torch.no_grad():
+    ...     x_hat = model(physics(x), physics)              # or deepinv.test(model, loader, physics)
+    >>> x_hat.shape
+    torch.Size([1, 1, 32, 32])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+try:
+    import deepinv
+    from deepinv.models import Reconstructor
+    from deepinv.physics import MRI, CompressedSensing, GaussianNoise, LinearPhysics, Physics, ZeroNoise
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("idm_imaging.interop.deepinv needs deepinv 0.5: pip install 'idm-imaging[deepinv]'") from e
+
+from idm_imaging.operators import BlockCS, LinearOperator, SingleCoilFourier
+
+__all__ = ["OperatorPhysics", "PhysicsOperator", "IDMReconstructor", "DeepinvSolver", "to_deepinv",
+           "operator_from_deepinv", "complex_to_channels", "channels_to_complex"]
+
+_ORTHO_TOL = 1e-4  # relative ||A A^H y - y|| below which a physics counts as having orthonormal rows
+
+
+def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
+    """Complex ``(B, 1, H, W)`` -> real ``(B, 2, H, W)`` (real, imaginary): deepinv's MRI layout."""
+    if not x.is_complex() or x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"x: expected complex (B, 1, H, W), got {x.dtype} {tuple(x.shape)}")
+    return torch.cat([x.real, x.imag], dim=1)
+
+
+def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real ``(B, 2, H, W)`` (real, imaginary) -> complex ``(B, 1, H, W)``."""
+    if x.is_complex() or x.ndim != 4 or x.shape[1] != 2:
+        raise ValueError(f"x: expected real (B, 2, H, W) with real and imaginary channels, got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    return torch.complex(x[:, :1], x[:, 1:])
+
+
+def _noise(sigma: float):
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+    return GaussianNoise(sigma=float(sigma)) if sigma > 0 else ZeroNoise()
+
+
+class OperatorPhysics(LinearPhysics):
+    """A real operator of ours (e.g. :class:`BlockCS`) as a deepinv ``LinearPhysics``: ``A``, ``A_adjoint`` and
+    ``A_dagger`` are the operator's own (exact, no iterative solver); ``physics(x)`` adds ``GaussianNoise(sigma)``.
+    A dense deepinv ``CompressedSensing`` matrix of a 256x256 image at 10 % would take 1.7 GB; this takes none."""
+
+    def __init__(self, operator: LinearOperator, sigma: float = 0.0):
+        if not isinstance(operator, LinearOperator) or operator.is_complex:
+            raise TypeError(f"operator: expected a real idm_imaging operator, got {type(operator).__name__}")
+        size = getattr(operator, "img_size", None)
+        super().__init__(noise_model=_noise(sigma), img_size=None if size is None else (1, *size))
+        self.operator = operator
+
+    def A(self, x, **kwargs):  # noqa: N802 (deepinv name)
+        return self.operator.A(x)
+
+    def A_adjoint(self, y, **kwargs):  # noqa: N802
+        return self.operator.A_adjoint(y)
+
+    def A_dagger(self, y, **kwargs):  # noqa: N802
+        return self.operator.A_dagger(y)
+
+
+def to_deepinv(operator: LinearOperator, sigma: float = 0.0) -> LinearPhysics:
+    """Our operator as deepinv physics with the same noise (``operator.measure(x, sigma)``'s distribution).
+
+    :class:`BlockCS` -> :class:`OperatorPhysics`; :class:`SingleCoilFourier` -> ``deepinv.physics.MRI`` with its
+    mask (2-channel layout, see the module doc; noise ``GaussianNoise(sigma / sqrt(2))`` per part).
+    """
+    if isinstance(operator, SingleCoilFourier):
+        return MRI(mask=operator.mask.float(), img_size=(2, *operator.shape), device=operator.mask.device,
+                   noise_model=_noise(float(sigma) / math.sqrt(2) if sigma else sigma))
+    if isinstance(operator, BlockCS):
+        return OperatorPhysics(operator, sigma)
+    raise TypeError(f"operator: no deepinv counterpart for {type(operator).__name__} (BlockCS, SingleCoilFourier)")
+
+
+class PhysicsOperator(LinearOperator):
+    """A real deepinv ``LinearPhysics`` as one of our operators (``A``, ``A_adjoint`` and ``A_dagger`` delegated),
+    for IDM and the benchmark's methods. Built by :func:`operator_from_deepinv`; has no config (not rebuildable
+    from JSON)."""
+
+    is_complex = False
+
+    def __init__(self, physics: LinearPhysics, orthonormal_rows: bool):
+        super().__init__()
+        self.physics = physics
+        self.orthonormal_rows = bool(orthonormal_rows)
+
+    def A(self, x):  # noqa: N802
+        return self.physics.A(x)
+
+    def A_adjoint(self, y):  # noqa: N802
+        return self.physics.A_adjoint(y)
+
+    def A_dagger(self, y):  # noqa: N802
+        # orthonormal rows: the adjoint is the pseudo-inverse (deepinv's default A_dagger is an iterative solve)
+        return self.physics.A_adjoint(y) if self.orthonormal_rows else self.physics.A_dagger(y)
+
+    def get_config(self) -> dict:
+        raise TypeError(f"operator: a wrapped deepinv {type(self.physics).__name__} has no JSON config")
+
+
+def _single_mask(physics) -> torch.Tensor:
+    """The ``(H, W)`` bool mask of a 2-D single-coil deepinv ``MRI``; raises when it is not one binary mask."""
+    if getattr(physics, "three_d", False) or type(physics).__name__ != "MRI":
+        raise ValueError(f"physics: only 2-D single-coil deepinv MRI is supported, got {type(physics).__name__}"
+                         f"{' (3-D)' if getattr(physics, 'three_d', False) else ''}")
+    m = physics.mask.detach()
+    flat = m.reshape(-1, *m.shape[-2:])
+    if not bool((flat == flat[:1]).all()):
+        raise ValueError("physics: the MRI mask differs across batch or channels; give one (H, W) mask")
+    m = flat[0]
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("physics: the MRI mask must be binary (0/1)")
+    return m != 0
+
+
+def _orthonormal_rows(physics: LinearPhysics, img_size) -> float:
+    """Relative error ``||A A^H y - y|| / ||y||`` for ``y = A x``, ``x`` a seeded Gaussian image."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((1, *img_size), generator=gen)
+    y = physics.A(x)
+    return float(torch.linalg.vector_norm(physics.A(physics.A_adjoint(y)) - y) / torch.linalg.vector_norm(y))
+
+
+def operator_from_deepinv(physics: Physics, img_size: tuple | None = None) -> LinearOperator:
+    """The way back: deepinv physics -> one of our operators.
+
+    - :class:`OperatorPhysics` -> the operator it wraps (so ours -> deepinv -> ours is the same object);
+    - ``MRI`` (2-D, single coil, one binary mask) -> :class:`SingleCoilFourier` on that mask (complex layout:
+      feed it ``channels_to_complex(y)``);
+    - ``CompressedSensing`` (real) -> :class:`PhysicsOperator` with deepinv's exact pseudo-inverse;
+    - any other real ``LinearPhysics`` whose rows are orthonormal (``A A^H = I``, checked on a random image of
+      ``img_size`` ``(C, H, W)``, default ``physics.img_size``) -> :class:`PhysicsOperator` with ``A^+ = A^H``.
+
+    Anything else raises ``ValueError``/``TypeError`` naming what is missing.
+    """
+    if isinstance(physics, OperatorPhysics):
+        return physics.operator
+    if isinstance(physics, MRI):
+        return SingleCoilFourier(_single_mask(physics))
+    if not isinstance(physics, LinearPhysics):
+        raise TypeError(f"physics: expected a deepinv LinearPhysics, got {type(physics).__name__}")
+    if isinstance(physics, CompressedSensing):
+        if physics.dtype.is_complex:
+            raise ValueError("physics: complex CompressedSensing matrices are not supported (real images only)")
+        return PhysicsOperator(physics, orthonormal_rows=False)
+    size = img_size if img_size is not None else getattr(physics, "img_size", None)
+    if size is None:
+        raise ValueError(f"img_size: needed to check that {type(physics).__name__} has orthonormal rows "
+                         "(the physics records no img_size); pass (C, H, W)")
+    err = _orthonormal_rows(physics, tuple(size))
+    if not err < _ORTHO_TOL:
+        raise ValueError(f"physics: {type(physics).__name__} has no orthonormal rows (||A A^H y - y|| / ||y|| = "
+                         f"{err:.3g}); supported: CompressedSensing, MRI, or a LinearPhysics with A A^H = I")
+    return PhysicsOperator(physics, orthonormal_rows=True)
+
+
+class IDMReconstructor(Reconstructor):
+    """An :class:`~idm_imaging.models.IDM` as a deepinv ``Reconstructor``: ``x_hat = model(y, physics)`` with
+    deepinv physics and tensors, so ``deepinv.test(model, loader, physics)`` and ``deepinv.Trainer`` run IDM.
+
+    For ``MRI`` physics ``y`` and ``x_hat`` use deepinv's 2-channel layout; for the others they are as ``physics``
+    produces them. The physics is converted by :func:`operator_from_deepinv` on every call (cheap; masks may change
+    between calls).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        if not callable(getattr(model, "forward", None)) or not hasattr(model, "is_complex"):
+            raise TypeError(f"model: expected an idm_imaging IDM, got {type(model).__name__}")
+        self.model = model
+
+    def forward(self, y: torch.Tensor, physics: Physics, **kwargs) -> torch.Tensor:
+        op = operator_from_deepinv(physics)
+        if op.is_complex:
+            return complex_to_channels(self.model(channels_to_complex(y), op))
+        return self.model(y, op)
+
+
+class DeepinvSolver(torch.nn.Module):
+    """deepinv's variational solvers as a benchmark method ``(y, operator) -> x_hat`` on our operators.
+
+    ``kind="tv"``: ``optim_builder("FISTA", prior=TVPrior)``, ``min 0.5 ||A x - y||^2 + lam TV(x)`` (deepinv's TV
+    prox, ``inner`` primal-dual iterations per step, warm-started: 20 leave it far from converged, 5.6 dB below
+    100 on a 64x64 phantom at 30 %); ``kind="wavelet"``: the same with ``WaveletPrior``
+    (``db8``, 3 levels, soft thresholding: an l1 synthesis-sparsity prior). Step ``1 / L`` with ``L = 1``
+    (``A A^H = I`` for our operators), start ``A^+ y``, a fixed ``iterations`` (no early stop). MRI: deepinv's 2-channel
+    layout inside, complex out. Default weights (TV 0.003, wavelet 0.01) are provisional, set on a 64x64 phantom:
+    ``python -m idm_imaging.benchmark.tune deepinv-tv`` (and ``deepinv-wavelet``) tunes them on Train400 crops.
+    """
+
+    KINDS = ("tv", "wavelet")
+
+    def __init__(self, kind: str, lam: float | None = None, iterations: int = 200, inner: int = 100):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"kind: expected one of {self.KINDS}, got {kind!r}")
+        if lam is None:
+            lam = {"tv": 0.003, "wavelet": 0.01}[kind]
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
+            raise ValueError(f"lam: expected a number > 0, got {lam!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations: expected an int >= 1, got {iterations!r}")
+        self.kind, self.lam, self.iterations, self.inner = kind, float(lam), iterations, int(inner)
+        self.name = f"deepinv {'TV' if kind == 'tv' else 'wavelet'}"
+        from deepinv.optim import L2, TVPrior, WaveletPrior, optim_builder
+
+        prior = TVPrior(n_it_max=self.inner) if kind == "tv" else WaveletPrior(level=3, wv="db8", p=1)
+        self.solver = optim_builder(
+            iteration="FISTA", prior=prior, data_fidelity=L2(), max_iter=iterations, early_stop=False,
+            params_algo={"stepsize": 1.0, "lambda": self.lam, "a": 3},
+            custom_init=lambda y, physics: {"est": (physics.A_dagger(y), physics.A_dagger(y))})
+
+    def settings(self) -> dict:
+        s = {"lam": self.lam, "iterations": self.iterations, "algorithm": "FISTA (deepinv optim_builder)",
+             "prior": "TVPrior" if self.kind == "tv" else "WaveletPrior(db8, level 3, l1)",
+             "step": "1/L, L = 1", "library": f"deepinv {deepinv.__version__}"}
+        if self.kind == "tv":
+            s["inner_prox_iterations"] = self.inner
+        return s
+
+    @torch.no_grad()
+    def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
+        physics = to_deepinv(operator) if isinstance(operator, LinearOperator) else operator
+        if self.kind == "tv":  # deepinv's TV prox warm-starts from its last call: not from another image
+            self.solver.prior[0].TVModel.restart = True
+        if isinstance(physics, MRI):
+            return channels_to_complex(self.solver(complex_to_channels(y), physics))
+        return self.solver(y, physics)
