@@ -299,6 +299,78 @@ def report(args) -> None:
     print("\n".join(lines))
 
 
+def install(args) -> None:
+    """Copy an arm's final model into idm_imaging/weights/<name>/ with training.json, learning_curve.json (the
+    validation points of the results file) and MODEL_CARD.md (with --benchmark: the rows of that results JSON)."""
+    import platform
+    import shutil
+
+    run_dir = RUNS / args.arm
+    final = json.loads((run_dir / "final_state.json").read_text())
+    cfg = json.loads((run_dir / "train_config.json").read_text())
+    dest = ROOT / "idm_imaging" / "weights" / args.name
+    if dest.exists() and not args.overwrite:
+        sys.exit(f"{dest} exists (pass --overwrite to replace it)")
+    tmp = dest.with_name(f".{args.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_dir / "model", tmp)
+    losses = [ln.split(",") for ln in (run_dir / "log.csv").read_text().splitlines()[1:]]
+    ft, tr, data = cfg["finetune"], cfg["train"], cfg["data"]
+    training = {
+        "steps": final["steps"], "cpu_seconds": final["seconds"], "clock": tr["clock"],
+        "device": f"CPU ({platform.processor() or platform.machine()}), one thread; 2-core machine shared with "
+                  "another training run", "date": args.date, "stage": "finetune",
+        "config": args.config, "data": sorted({Path(p).parent.name for p in data["train"]}),
+        "patch_size": data["patch_size"], "batch_size": data["batch_size"], "lr": tr["lr"],
+        "schedule": tr["schedule"], "final_loss": float(losses[-1][1]) if losses else None,
+        "acquisition": {k: ft[k] for k in ("ratio_range", "acceleration_range", "mask_kinds") if ft.get(k)},
+    }
+    (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    res = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
+    points = res["arms"].get(args.arm, {}).get("points", [])
+    (tmp / "learning_curve.json").write_text(json.dumps(
+        {"measure": "validation PSNR (dB) after cpu_s CPU-seconds of training (benchmarks/design_study.py)",
+         "points": points}, indent=1) + "\n")
+    model_cfg = json.loads((tmp / "config.json").read_text())
+    lines = [f"# {args.name}", "",
+             f"Task `{model_cfg['task']}`, acquisition `{json.dumps(model_cfg['operator_config'], sort_keys=True)}`, "
+             f"T = {model_cfg['T']}, start `{model_cfg.get('start', 'pinv')}`, backbone {model_cfg['backbone_type']} "
+             f"{model_cfg['backbone_config']['block_out_channels']} (no attention).", "",
+             "## Training", "",
+             f"{training['steps']} steps of batch {training['batch_size']} ({training['patch_size']}x"
+             f"{training['patch_size']} patches) in {training['cpu_seconds'] / 60:.0f} CPU-minutes on one thread, "
+             f"{args.date}; `idm-imaging train {args.config}` reproduces it "
+             f"(`python benchmarks/design_study.py run {args.arm} --budget {tr['max_seconds']:g} "
+             "--checkpoint-every 50` ran it). Details: `training.json`.", ""]
+    if points:
+        keys = [k for k in points[-1] if k not in ("step", "cpu_s", "samples")]
+        lines += ["## Validation during training (`learning_curve.json`)", "",
+                  "| step | CPU min | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+        lines += [f"| {p['step']} | {p['cpu_s'] / 60:.1f} | " + " | ".join(f"{p[k]:.2f}" for k in keys) + " |"
+                  for p in points]
+        lines.append("")
+    if args.benchmark:
+        bench = json.loads(Path(args.benchmark).read_text())
+        rows = [r for r in bench["rows"] if r.get("table") == "main"]
+        methods = [m for m in ("zero-filled", "pseudo-inverse", "TV-FISTA", "PnP-BM3D", "IDM")
+                   if any(r["method"] == m for r in rows)]
+        cells = {(r["dataset"], r["setting"], r["method"]): r for r in rows}
+        lines += [f"## Test sets (`{bench['meta']['command']}`, {bench['meta']['date'][:10]})", "",
+                  "PSNR dB / SSIM:", "", "| set | setting | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        for ds, st in dict.fromkeys((r["dataset"], r["setting"]) for r in rows):
+            if not any(m in st for m in (["CS"] if model_cfg["task"] == "cs" else ["x "])):
+                continue
+            vals = [cells.get((ds, st, m)) for m in methods]
+            lines.append(f"| {ds} | {st} | " + " | ".join(
+                f"{v['psnr']:.2f} / {v['ssim']:.3f}" if v else "-" for v in vals) + " |")
+        lines.append("")
+    (tmp / "MODEL_CARD.md").write_text("\n".join(lines))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    print(f"installed {args.arm} as {dest}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -313,8 +385,15 @@ def main(argv=None) -> None:
     o = sub.add_parser("report", help="write docs/design-study.md and its figure")
     o.add_argument("--budget", type=float, default=480.0)
     o.add_argument("--notes", default="", help="a Markdown file appended to the report (conclusions)")
+    i = sub.add_parser("install", help="copy an arm's final model into idm_imaging/weights/NAME with its card")
+    i.add_argument("arm")
+    i.add_argument("name")
+    i.add_argument("--config", required=True, help="the configs/*.toml that reproduces the arm (for the card)")
+    i.add_argument("--date", required=True)
+    i.add_argument("--benchmark", default="", help="a benchmark results JSON whose rows go into the card")
+    i.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    {"run": run, "eval": evaluate, "report": report}[args.cmd](args)
+    {"run": run, "eval": evaluate, "report": report, "install": install}[args.cmd](args)
 
 
 if __name__ == "__main__":
