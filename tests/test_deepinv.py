@@ -205,24 +205,3 @@ def test_deepinv_solvers_run_on_our_operators(kind):
     with pytest.raises(ValueError, match="kind"):
         DeepinvSolver("l0")
 
-
-# ------------------------------------------------------------------------------------------ notebook 05
-def test_notebook_05_runs_top_to_bottom(monkeypatch):
-    import importlib.util
-    import re
-    from pathlib import Path
-
-    pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    nb_dir = Path(__file__).resolve().parents[1] / "notebooks"
-    spec = importlib.util.spec_from_file_location("build_notebooks", nb_dir / "build_notebooks.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    monkeypatch.setenv("IDM_NB_SMALL", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb = builder.execute(builder.build("05_deepinv.ipynb"), nb_dir, timeout=300)
-    text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "A equal: True" in text and "round trip is the same operator: True" in text
-    assert "MRI A equal: True" in text
-    assert re.search(r"agree to 0\.01 dB: True", text), text[-500:]
-    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) >= 1
