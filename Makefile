@@ -1,4 +1,5 @@
-# Quick start: `make demo` (main job on an embedded default) and `make test` (whole suite).
+# Quick start: `make demo` (main job on an embedded default) and `make test` (whole suite and the docstring
+# examples of idm_imaging: pytest's testpaths and --doctest-modules in pyproject.toml).
 # Each target sets itself up (virtual environment, installs) and is idempotent.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,6 +10,8 @@ APT_PKGS := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cur
             libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 \
             libdbus-1-3 libglib2.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The datasets folder (layout: idm_imaging/datasets.py) for the tests on real data, which skip without it.
+export IDM_IMAGING_DATA ?= $(abspath $(CURDIR)/../shared/datasets)
 
 DVENV  := .venv-deepinv
 DPY    := $(DVENV)/bin/python

@@ -7,7 +7,7 @@ Entry points: :func:`run` (``python -m idm_imaging.benchmark [--quick]``); the b
 Example::
 
     >>> from idm_imaging.benchmark import run
-    >>> results = run(quick=True, out_dir="benchmarks/results")
+    >>> results = run(quick=True, out_dir="benchmarks/results")  # doctest: +SKIP
 """
 
 from idm_imaging.benchmark.baselines import (

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from idm_imaging.solvers import tv_fista, tv_prox
+
 __all__ = [
     "PseudoInverse",
     "TVFista",
@@ -103,50 +105,6 @@ class PseudoInverse(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- TV
-def _grad(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences with Neumann boundary: (B, C, H, W) -> two (B, C, H, W)."""
-    gx = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
-    gy = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1, 0, 0))
-    return gx, gy
-
-
-def _div(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Discrete divergence, the negative adjoint of :func:`_grad`."""
-    dx = torch.cat([px[..., :1, :], px[..., 1:-1, :] - px[..., :-2, :], -px[..., -2:-1, :]], dim=-2)
-    dy = torch.cat([py[..., :, :1], py[..., :, 1:-1] - py[..., :, :-2], -py[..., :, -2:-1]], dim=-1)
-    return dx + dy
-
-
-def tv_prox(f: torch.Tensor, lam: float, iterations: int = 20, p=None):
-    r"""Prox of isotropic TV: ``argmin_u 0.5 ||u - f||^2 + lam TV(u)`` by Chambolle's projection (2004).
-
-    Dual iteration (step ``tau = 1/8``, the convergent bound for this discretisation):
-    ``p <- (p + tau grad(div p - f / lam)) / (1 + tau |grad(div p - f / lam)|)``; ``u = f - lam div p``.
-    Written in torch (rather than ``skimage.restoration.denoise_tv_chambolle``) so that it runs on the GPU
-    and can be warm-started from the previous FISTA iteration's dual ``p``.
-
-    Args:
-        f: real ``(B, C, H, W)`` (H, W >= 2).
-        lam: TV weight > 0.
-        iterations: dual iterations.
-        p: warm start ``(px, py)`` or None.
-
-    Returns:
-        ``(u, (px, py))``.
-    """
-    tau = 0.125
-    if p is None:
-        px, py = torch.zeros_like(f), torch.zeros_like(f)
-    else:
-        px, py = p
-    for _ in range(iterations):
-        gx, gy = _grad(_div(px, py) - f / lam)
-        norm = torch.sqrt(gx * gx + gy * gy)
-        px = (px + tau * gx) / (1 + tau * norm)
-        py = (py + tau * gy) / (1 + tau * norm)
-    return f - lam * _div(px, py), (px, py)
-
-
 class TVFista(nn.Module):
     r"""TV-regularised CS by FISTA: ``min_x 0.5 ||A x - y||_2^2 + lam TV(x)``.
 
@@ -183,20 +141,7 @@ class TVFista(nn.Module):
     @torch.no_grad()
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
         _check_operator(operator)
-        y = _check_y(y)
-        cplx = bool(getattr(operator, "is_complex", False))
-        # complex images as [real, imag] channels so TV acts on both parts
-        to_r = (lambda z: torch.cat([z.real, z.imag], 1)) if cplx else (lambda z: z)  # noqa: E731
-        to_c = (lambda r: torch.complex(*r.chunk(2, dim=1))) if cplx else (lambda r: r)  # noqa: E731
-        x = to_r(_dagger(operator)(y))
-        z, t, p = x.clone(), 1.0, None
-        for _ in range(self.iterations):
-            g = to_r(operator.A_adjoint(operator.A(to_c(z)) - y))
-            x_new, p = tv_prox(z - g, self.lam, self.inner, p)
-            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            z = x_new + ((t - 1) / t_new) * (x_new - x)
-            x, t = x_new, t_new
-        return to_c(x)
+        return tv_fista(_check_y(y), operator, self.lam, self.iterations, self.inner)
 
 
 # ----------------------------------------------------------------------------------------- PnP-BM3D
@@ -210,7 +155,7 @@ class PnPBM3D(nn.Module):
 
     with ``sigma_k`` geometric from ``sigma_start`` to ``sigma_end`` (annealing: large residual aliasing first,
     fine detail last). The start has its mean set to the least-squares mean from ``y``
-    (:func:`idm_imaging.models.idm.measured_mean_shift`, as IDM's output): at 10 % block CS ``A^+ y`` keeps about
+    (:func:`idm_imaging.solvers.measured_mean_shift`, as IDM's output): at 10 % block CS ``A^+ y`` keeps about
     a tenth of the image mean, which the loop would otherwise regain by a tenth per iteration. Step ``1 / L``, ``L = ||A||^2 = 1`` (``A A^H = I`` for the operators here), so each step is
     the projection onto ``{x : A x = y}``. Complex operators (MRI): real and imaginary parts as two channels of one
     BM3D call (block matching on the real part). Defaults: tuned on Train400 crops (training images, never the
@@ -273,7 +218,7 @@ class PnPBM3D(nn.Module):
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
         _check_operator(operator)
         y = _check_y(y)
-        from idm_imaging.models.idm import measured_mean_shift
+        from idm_imaging.solvers import measured_mean_shift
 
         dagger = _dagger(operator)
         x = dagger(y)
@@ -301,8 +246,9 @@ class DiffusionPrior(nn.Module):
 
     Example::
 
-        >>> prior = DiffusionPrior.from_folder("runs/prior-gray/model")    # or DiffusionPrior.load("prior-gray")
-        >>> eps = prior.eps(torch.randn(1, 1, 64, 64), 500)
+        >>> prior = DiffusionPrior.load("prior-gray")    # or DiffusionPrior.from_folder("runs/prior-gray/model")
+        >>> prior.eps(torch.randn(1, 1, 64, 64), 500).shape
+        torch.Size([1, 1, 64, 64])
     """
 
     def __init__(self, unet: nn.Module, scheduler_config: dict | None = None, signed_range: bool = True,
@@ -473,7 +419,10 @@ class DDNM(_PriorSampler):
 
     Example::
 
-        >>> x_hat = DDNM(DiffusionPrior.load("prior-gray"), steps=100)(op.A(x), op)
+        >>> from idm_imaging.operators import BlockCS
+        >>> op = BlockCS(0.25, block_size=16); x = torch.rand(1, 1, 64, 64)
+        >>> DDNM(DiffusionPrior.load("prior-gray"), steps=2)(op.A(x), op).shape   # the published protocol: 100 steps
+        torch.Size([1, 1, 64, 64])
     """
 
     name = "DDNM"
@@ -521,7 +470,10 @@ class DPS(_PriorSampler):
 
     Example::
 
-        >>> x_hat = DPS(DiffusionPrior.load("prior-gray"), steps=100)(op.A(x), op)
+        >>> from idm_imaging.operators import BlockCS
+        >>> op = BlockCS(0.25, block_size=16); x = torch.rand(1, 1, 64, 64)
+        >>> DPS(DiffusionPrior.load("prior-gray"), steps=2)(op.A(x), op).shape    # the published protocol: 100 steps
+        torch.Size([1, 1, 64, 64])
     """
 
     name = "DPS"

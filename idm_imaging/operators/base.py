@@ -115,8 +115,8 @@ def operator_from_config(config: dict, *, shape=None, ratio: float | None = None
         >>> op.ratio, op.seed
         (0.1, 3)
         >>> rec = {"type": "SingleCoilFourier", "acceleration_range": [2, 12], "mask_kinds": ["random"]}
-        >>> operator_from_config(rec, shape=(64, 64), acceleration=6, mask_kind="random").acceleration
-        6.0
+        >>> operator_from_config(rec, shape=(64, 64), acceleration=8, mask_kind="random").acceleration
+        8.0
     """
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
