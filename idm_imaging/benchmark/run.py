@@ -1,8 +1,10 @@
 """The benchmark run: every method on the same images and operators; JSON + CSV results, Markdown, figure.
 
-Main table: Set11 and BSD68 at block-CS ratios 10/30/50% (block 32, permuted, ``seed=0``), BrainImages_test at
-4x/8x random 1-D Cartesian (``make_mask("random", ..., seed=image index)``, centre fraction 0.32 / R).
-Generalisation table: each trained model (IDM, VarNet) on settings it was not trained for: other CS ratios,
+Main table: Set11 and BSD68 at block-CS ratios 5/10/20/30/40/50% (block 32, permuted, ``seed=0``);
+BrainImages_test and the held-out SIAT slices lsq121-lsq140 at 4x/8x, random and equispaced 1-D Cartesian
+(``make_mask(kind, ..., seed=image index)``, centre fraction 0.32 / R). IDM is the embedded default for each
+setting (:func:`~idm_imaging.models.registry.default_model`: the ``cs`` / ``mri`` models take every setting).
+Generalisation table: a single-setting model (IDM, VarNet) on settings it was not trained for: other CS ratios,
 the other acceleration, equispaced and radial masks. Metrics: natural images by the paper protocol
 (:func:`~idm_imaging.metrics.psnr_y` / :func:`~idm_imaging.metrics.ssim_y`, Y channel on 0-255), MRI by the
 fastMRI protocol (:func:`~idm_imaging.metrics.fastmri_metrics` on magnitudes, per image, then averaged).
@@ -46,6 +48,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from idm_imaging.models.registry import default_model
 from idm_imaging.benchmark.baselines import (
     DDNM, DPS, DiffusionPrior, PnPBM3D, PseudoInverse, TVFista, VarNet, train_varnet,
 )
@@ -53,8 +56,6 @@ from idm_imaging.benchmark.baselines import (
 __all__ = ["BenchmarkConfig", "run", "main"]
 
 _REPO = Path(__file__).resolve().parents[2]
-CS_MODELS = {0.1: "cs-0.1", 0.3: "cs-0.3", 0.5: "cs-0.5"}
-MRI_MODELS = {4: "mri-4x", 8: "mri-8x"}
 PRIOR_NAME = "prior-gray"
 
 
@@ -72,8 +73,10 @@ class BenchmarkConfig:
     """
 
     quick: bool = False
-    ratios: tuple = (0.1, 0.3, 0.5)
+    ratios: tuple = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
     accelerations: tuple = (4, 8)
+    mri_masks: tuple = ("random", "equispaced")
+    mri_sets: tuple = ("BrainImages_test", "SIAT_lsq121-140")
     natural_sets: tuple = ("Set11", "BSD68")
     n_natural: int | None = None
     n_mri: int | None = None
@@ -108,6 +111,7 @@ class BenchmarkConfig:
         base = {}
         if quick:
             base = dict(quick=True, ratios=(0.1,), accelerations=(4,), natural_sets=("Set11",), n_natural=3, n_mri=3,
+                        mri_masks=("random",), mri_sets=("BrainImages_test",),
                         crop=None, diffusion_steps=20, gen_ratios={0.1: (0.3,)}, gen_cross_acceleration=False,
                         varnet_budget_s=30.0, varnet_cascades=4, varnet_features=(8, 8, 16, 32, 64, 8),
                         varnet_patch=96)
@@ -180,6 +184,22 @@ def _load_images(folder: Path, n: int | None, crop: int | None) -> list[tuple[st
             img = rgb_to_y(img).float() if img.shape[0] == 3 or img.shape[-1] == 3 else img[0]
         out.append((f.name, _center_crop(img.float()[None, None], crop)))
     return out
+
+
+def _load_mri_set(data_root: Path, set_name: str, n: int | None, crop: int | None) -> list[tuple[str, torch.Tensor]]:
+    """BrainImages_test (magnitude PNGs) or the held-out SIAT slices lsq121-lsq140 (complex, max |x| = 1)."""
+    if set_name == "BrainImages_test":
+        folder = data_root / "mri" / "test" / "BrainImages_test"
+        return _load_images(folder, n, crop) if folder.is_dir() else []
+    if set_name == "SIAT_lsq121-140":
+        folder = data_root / "mri" / "train" / "SIAT_T2_brain_complex"
+        files = [folder / f"lsq{k:03d}.npy" for k in range(121, 141) if (folder / f"lsq{k:03d}.npy").is_file()]
+        out = []
+        for f in files[:n] if n is not None else files:
+            a = torch.from_numpy(np.load(f, allow_pickle=False).astype(np.complex64))
+            out.append((f.name, _center_crop((a / a.abs().max())[None, None], crop)))
+        return out
+    raise ValueError(f"mri_sets: unknown set {set_name!r}; known: BrainImages_test, SIAT_lsq121-140")
 
 
 def _model_label(folder: Path) -> str:
@@ -269,6 +289,7 @@ class _Recorder:
             out = out.detach().cpu()
             if out.is_complex():
                 out = out.abs()
+            x = x.abs() if x.is_complex() else x  # complex scans are scored on magnitudes (fastMRI protocol)
             if kind == "natural":
                 ps.append(psnr_y(out[0, 0], x[0, 0]))
                 ss.append(ssim_y(out[0, 0], x[0, 0]))
@@ -393,68 +414,77 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
                 rec.evaluate("main", set_name, setting, mname, m, cases, "natural", note=lib)
             for mname, m in diffusion:
                 rec.evaluate("main", set_name, setting, mname, m, cases, "natural", model=prior.name, note=steps_note)
-            name = CS_MODELS.get(ratio)
+            name = default_model("cs", ratio=ratio)
             model, mfolder = (None, None)
             if name:
                 model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on {set_name} {setting}")
             else:
-                rec.skip("main", f"IDM on {set_name} {setting}", f"no shipped model for ratio {ratio}")
+                rec.skip("main", f"IDM on {set_name} {setting}", f"no embedded model for ratio {ratio}")
             if model is not None:
                 idm_models[name] = _model_label(mfolder)
                 rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
-                for other in cfg.gen_ratios.get(ratio, ()):
+                single = "ratio_range" not in (model.config.operator_config or {})
+                for other in cfg.gen_ratios.get(ratio, ()) if single else ():
                     gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
                     gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
                     rec.evaluate("generalisation", set_name, gset, "IDM", _idm_fn(model), gcases, "natural", model=name)
                 del model
 
     # ---- MRI
-    brain = data_root / "mri" / "test" / "BrainImages_test"
-    if not brain.is_dir():
-        rec.skip("main", "BrainImages_test", f"dataset folder {brain} not found")
-    else:
-        from idm_imaging.operators import SingleCoilFourier
+    from idm_imaging.operators import SingleCoilFourier
 
-        images = _load_images(brain, cfg.n_mri, cfg.crop)
+    for set_name in cfg.mri_sets:
+        images = _load_mri_set(data_root, set_name, cfg.n_mri, cfg.crop)
+        if not images:
+            rec.skip("main", set_name, f"no images of {set_name} under {data_root / 'mri'}")
+            continue
 
-        def mri_cases(kind: str, acc: float):
+        def mri_cases(kind: str, acc: float, images=images):
             return [(n, x, SingleCoilFourier.from_mask_params(kind, tuple(x.shape[-2:]), acc, seed=i))
                     for i, (n, x) in enumerate(images)]
 
         for acc in cfg.accelerations:
-            setting = f"{acc}x random Cartesian"
-            cases = mri_cases("random", acc)
-            rec.evaluate("main", "BrainImages_test", setting, "zero-filled", pinv, cases, "mri")
-            rec.evaluate("main", "BrainImages_test", setting, "TV-FISTA", tv, cases, "mri")
-            for mname, m, lib in external:
-                rec.evaluate("main", "BrainImages_test", setting, mname, m, cases, "mri", note=lib)
-            for mname, m in diffusion:
-                rec.evaluate("main", "BrainImages_test", setting, mname, m, cases, "mri", model=prior.name,
-                             note=steps_note)
-            name = MRI_MODELS.get(acc, f"mri-{acc}x")
-            trained: list[tuple[str, Callable, str]] = []
-            model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on BrainImages_test {setting}")
+            name = default_model("mri", acceleration=acc)
+            model, mfolder = (None, None)
+            if name:
+                model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on {set_name} {acc}x")
+            else:
+                rec.skip("main", f"IDM on {set_name} {acc}x", f"no embedded model for acceleration {acc}")
             record = _training_record(mfolder) if mfolder is not None else {}
-            if model is not None:
-                idm_models[name] = _model_label(mfolder)
-                rec.evaluate("main", "BrainImages_test", setting, "IDM", _idm_fn(model), cases, "mri", model=name)
-                trained.append(("IDM", _idm_fn(model), name))
-            vn = _varnet_for(acc, cfg, data_root, record, dev, rec, methods, setting)
-            if vn is not None:
-                rec.evaluate("main", "BrainImages_test", setting, "VarNet", vn, cases, "mri",
-                             model=f"varnet-{acc}x", note=methods[f"VarNet {acc}x"]["note"])
-                trained.append(("VarNet", vn, f"varnet-{acc}x"))
-            gen = [(k, acc) for k in cfg.gen_masks]
-            if cfg.gen_cross_acceleration:
-                gen += [("random", a) for a in cfg.accelerations if a != acc]
-            for kind, a in gen:
-                gcases = mri_cases(kind, a)
-                gset = f"{a}x {kind} (trained {acc}x random)"
-                rec.evaluate("generalisation", "BrainImages_test", gset, "zero-filled", pinv, gcases, "mri",
-                             note="reference, no training")
-                for mname, fn, model_name in trained:
-                    rec.evaluate("generalisation", "BrainImages_test", gset, mname, fn, gcases, "mri",
-                                 model=model_name)
+            for kind in cfg.mri_masks:
+                setting = f"{acc}x {kind} Cartesian"
+                cases = mri_cases(kind, acc)
+                rec.evaluate("main", set_name, setting, "zero-filled", pinv, cases, "mri")
+                rec.evaluate("main", set_name, setting, "TV-FISTA", tv, cases, "mri")
+                for mname, m, lib in external:
+                    rec.evaluate("main", set_name, setting, mname, m, cases, "mri", note=lib)
+                for mname, m in diffusion:
+                    rec.evaluate("main", set_name, setting, mname, m, cases, "mri", model=prior.name,
+                                 note=steps_note)
+                trained: list[tuple[str, Callable, str]] = []
+                if model is not None:
+                    idm_models[name] = _model_label(mfolder)
+                    rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "mri", model=name)
+                    trained.append(("IDM", _idm_fn(model), name))
+                if set_name != "BrainImages_test" or kind != "random":
+                    continue
+                vn = _varnet_for(acc, cfg, data_root, record, dev, rec, methods, setting)
+                if vn is not None:
+                    rec.evaluate("main", set_name, setting, "VarNet", vn, cases, "mri",
+                                 model=f"varnet-{acc}x", note=methods[f"VarNet {acc}x"]["note"])
+                    trained.append(("VarNet", vn, f"varnet-{acc}x"))
+                if model is not None and "acceleration_range" in (model.config.operator_config or {}):
+                    trained = trained[1:]  # a model for every acceleration and mask: its rows are all main rows
+                gen = [(k, acc) for k in cfg.gen_masks]
+                if cfg.gen_cross_acceleration:
+                    gen += [("random", a) for a in cfg.accelerations if a != acc]
+                for gkind, a in gen if trained else ():
+                    gcases = mri_cases(gkind, a)
+                    gset = f"{a}x {gkind} (trained {acc}x random)"
+                    rec.evaluate("generalisation", set_name, gset, "zero-filled", pinv, gcases, "mri",
+                                 note="reference, no training")
+                    for mname, fn, model_name in trained:
+                        rec.evaluate("generalisation", set_name, gset, mname, fn, gcases, "mri", model=model_name)
             del model
 
     import idm_imaging
@@ -613,12 +643,13 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
                 f"{cfg['varnet_budget_s']:.0f} s. These numbers are a smoke test of the pipeline, not the benchmark; "
                 "the full table comes from a run without `--quick` (GPU)."]
     elif results_path.stem.endswith("-partial"):
-        left_out = [m for m, on in (("DDNM and DPS", cfg["diffusion"]), ("VarNet", cfg["varnet"])) if not on]
+        left_out = [m for m, on in (("DDNM and DPS", cfg["diffusion"]), ("VarNet", cfg["varnet"]),
+                                    ("PnP-BM3D", cfg.get("bm3d", True))) if not on]
         n = {cfg["n_natural"], cfg["n_mri"]}
         out += ["", "**Partial run**: "
                 + ("every image" if n == {None} else
                    f"the first {cfg['n_natural'] or 'all'} images of each natural set and {cfg['n_mri'] or 'all'} "
-                   "brain images (sorted file order)")
+                   "of each MRI set (sorted file order)")
                 + (f", centre crops of {cfg['crop']}x{cfg['crop']}" if cfg["crop"] else ", whole images")
                 + (f"; left out: {', '.join(left_out)}" if left_out else "")
                 + ("" if cfg["diffusion_steps"] == 100 or not cfg["diffusion"]

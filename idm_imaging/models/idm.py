@@ -283,6 +283,11 @@ class IDM(ModelMixin, ConfigMixin):
         """Reconstruct ``x_hat`` (B, 1, H, W) from measurements ``y`` of ``operator``."""
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+        if any(c.__module__.split(".")[0] == "deepinv" for c in type(operator).__mro__):
+            # a deepinv physics: converted to our operator, y and the output in deepinv's layout
+            from idm_imaging.interop.deepinv import IDMReconstructor
+
+            return IDMReconstructor(self)(y, operator)
         for name in ("A", "A_dagger"):
             if not callable(getattr(operator, name, None)):
                 raise TypeError(f"operator: needs callable {name}(); got {type(operator).__name__}")
