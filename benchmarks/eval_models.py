@@ -9,12 +9,12 @@ then ``model_card.json`` and ``MODEL_CARD.md`` in the model's folder (training f
                                      [--cs-seeds 1 2 ...]
 
 CS models are also evaluated on Set11 with the block-CS seeds of ``--cs-seeds`` (default 1; the card's own seed
-is the one in its operator_config): issue 5 asks for models that take any seed.
+is the one in its operator_config): a model trained with a fresh matrix per step takes any seed.
 
 ``--bf16`` also reconstructs every image under bfloat16 autocast (``--precision bf16`` of the command line) and
 reports its PSNR, the PSNR change against float32 and its seconds per image.
 
-Learning curve (issue 5: "what more training would take"): each evaluation adds a point (training seen so far;
+Learning curve (what more training would take): each evaluation adds a point (training seen so far;
 main-set PSNR without IDM's measured-mean step, which came after the first points) to ``learning_curve.json`` in
 the model's folder (install_models.py carries it over when a run continues the model). The card fits
 PSNR = a + b log10(samples) over the last three and the last two points and, at the smaller positive slope,
@@ -66,7 +66,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
     task = model.config.task
     raw_too = task == "cs" and model.config.measured_mean
     results = {}
-    # "Set11 seed N": other block-CS matrices than the model's operator_config seed (issue 5: seed=any)
+    # "Set11 seed N": other block-CS matrices than the model's operator_config seed
     extra = [(f"Set11 seed {k}", SETS["cs"][0][1]) for k in cs_seeds] if task == "cs" else []
     for set_name, pattern in SETS[task] + extra:
         files = sorted(glob.glob(str(datasets / pattern)))
@@ -199,7 +199,7 @@ def update_curve(folder: Path, info: dict, metrics: dict, date: str) -> list[dic
     point = {"total_steps": steps, "samples": samples_seen(info), "date": date,
              **{s: r["idm_psnr"] for s, r in metrics.items()},
              **{f"{s} pseudo-inverse": r["pinv_psnr"] for s, r in metrics.items()}}
-    # the network before the measured-mean step (added in session 4), so that older points compare
+    # the network before the measured-mean step, so that older points compare
     point.update({s: r["idm_raw_psnr"] for s, r in metrics.items() if "idm_raw_psnr" in r})
     curve = [p for p in curve if p["total_steps"] != steps] + [point]
     curve.sort(key=lambda p: p["samples"])

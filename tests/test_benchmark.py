@@ -191,7 +191,7 @@ def test_run_writes_tables_with_every_method(tiny_setup, tmp_path):
     root = tiny_setup
     res = run(quick=True, out_dir=tmp_path / "results", docs_dir=tmp_path / "docs", datasets_dir=root / "data",
               log=None, crop=None, n_natural=2, n_mri=2, diffusion_steps=2, tv_iterations=100,
-              models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, prior=str(root / "prior"),
+              models={"cs": str(root / "cs"), "mri": str(root / "mri")}, prior=str(root / "prior"),
               varnet_budget_s=0.5, varnet_cascades=1, varnet_features=(4, 4, 8, 8, 16, 4), varnet_patch=32,
               varnet_train=("mri/train/*.png",), pnp_iterations=3, deepinv=False)
     main = {(r["dataset"], r["method"]): r for r in res["rows"] if r["table"] == "main"}
@@ -227,7 +227,7 @@ def test_run_skips_missing_models_and_datasets_with_reasons(tmp_path):
     from idm_imaging.benchmark import run
 
     res = run(quick=True, out_dir=tmp_path / "r", docs_dir=tmp_path / "d", datasets_dir=tmp_path / "nothing",
-              log=None, prior="no-such-prior", models={"cs-0.1": str(tmp_path / "missing")})
+              log=None, prior="no-such-prior", models={"cs": str(tmp_path / "missing")})
     assert res["rows"] == []
     reasons = " ".join(s["what"] + ": " + s["reason"] for s in res["skipped"])
     assert "DDNM, DPS" in reasons and "no-such-prior" in reasons
@@ -249,7 +249,7 @@ def test_partial_run_from_the_command_line_never_overwrites_the_full_table(tiny_
     rm = sys.modules["idm_imaging.benchmark.run"]  # the module (the package's `run` is the function)
     real_run = rm.run
     monkeypatch.setattr(rm, "run", lambda **kw: real_run(
-        **kw, models={"cs-0.1": str(root / "cs"), "mri-4x": str(root / "mri")}, ratios=(0.1,), accelerations=(4,),
+        **kw, models={"cs": str(root / "cs"), "mri": str(root / "mri")}, ratios=(0.1,), accelerations=(4,),
         natural_sets=("Set11",), tv_iterations=20, gen_ratios={}, gen_masks=(), gen_cross_acceleration=False,
         pnp_iterations=2))
     argv = ["--limit", "1", "--no-diffusion", "--no-varnet", "--no-deepinv", "--out", str(tmp_path / "r"), "--docs",

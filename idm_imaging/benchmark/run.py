@@ -436,7 +436,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     for set_name in cfg.mri_sets:
         images = _load_mri_set(data_root, set_name, cfg.n_mri, cfg.crop)
         if not images:
-            rec.skip("main", set_name, f"no images of {set_name} under {data_root / 'mri'}")
+            rec.skip("main", set_name, f"dataset {set_name} not found under {data_root / 'mri'}")
             continue
 
         def mri_cases(kind: str, acc: float, images=images):
