@@ -271,11 +271,15 @@ def report(args) -> None:
              + " / ".join(f"{int(r * 100)} %" for r in VAL_RATIOS) + ".", "",
              "| arm | design | parameters | steps | CPU min | PSNR 10 / 30 / 50 % | mean | slope (dB per CPU-hour, last half) | reproduce |",
              "|---|---|---|---|---|---|---|---|---|"]
+    def budget(name):  # the arm's own budget, as its run recorded it
+        f = RUNS / name / "train_config.json"
+        return json.loads(f.read_text())["train"]["max_seconds"] if f.is_file() else args.budget
+
     for name, rec, last, mean, slope in rows:
         lines.append(f"| {name} | {rec['what']} | {rec.get('parameters', 0) / 1e6:.2f}M | {last['step']} | "
                      f"{last['cpu_s'] / 60:.1f} | " + " / ".join(f"{last[f'{r:g}']:.2f}" for r in VAL_RATIOS)
                      + f" | {mean:.2f} | {slope:+.2f} | `python benchmarks/design_study.py run {name} --budget "
-                     f"{args.budget:g}` |")
+                     f"{budget(name):g}` |")
     if mri_rows:
         keys = [k for k in mri_rows[0][2][0] if k.endswith(("random", "equispaced"))]
         lines += ["", "MRI (one model for 2-12x and every mask kind of `make_mask`, 128x128 patches, batch 2; validation:",
