@@ -12,10 +12,12 @@ __all__ = ["REGISTRY", "WEIGHTS_DIR", "available_models", "resolve_checkpoint"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-#: name -> folder name under WEIGHTS_DIR. "cs" (any block-CS ratio of its range) and "mri" (any acceleration and
-#: mask kind of its range) come first: they are the defaults. "prior-gray" is a diffusers UNet folder (the diffusion
-#: prior, for IDM.from_diffusers and the DDNM/DPS baselines); "cs-0.1" ... "mri-8x" are single-setting models.
-REGISTRY: dict[str, str] = {name: name for name in ("cs", "mri", "prior-gray", "cs-0.1", "cs-0.3", "cs-0.5",
+#: name -> folder name under WEIGHTS_DIR, in the order default_model prefers among models that fit a setting equally:
+#: "cs" (any block-CS ratio of its range) and "mri" (any acceleration and mask kind of its range) are the defaults,
+#: except that "cs-0.1" comes first at exactly 10 %, where it measures about 0.5 dB above "cs" (docs/benchmark-partial.md).
+#: "prior-gray" is a diffusers UNet folder (the diffusion prior, for IDM.from_diffusers and the DDNM/DPS baselines);
+#: "cs-0.1" ... "mri-8x" are single-setting models.
+REGISTRY: dict[str, str] = {name: name for name in ("cs-0.1", "cs", "mri", "prior-gray", "cs-0.3", "cs-0.5",
                                                     "mri-4x", "mri-8x")}
 
 
@@ -65,8 +67,8 @@ def default_model(task: str, ratio: float | None = None, acceleration: float | N
         value = op.get(key, (op.get("mask_params") or {}).get(key))
         gap = math.inf
         try:
-            if want is None:
-                gap = 0.0
+            if want is None:  # no setting named: a model for every setting of the task first
+                gap = 0.0 if span is not None else 0.5
             elif span is not None:
                 gap = max(float(span[0]) - float(want), float(want) - float(span[1]), 0.0)
             elif value is not None:
