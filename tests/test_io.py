@@ -425,3 +425,23 @@ def test_atomic_write_fsyncs_and_clears_a_killed_writers_temporaries(tmp_path, m
     with pytest.raises(FileExistsError):
         write_scan(np.zeros((4, 4), np.float32), tmp_path / "o.npy", overwrite=False)
     assert np.load(tmp_path / "o.npy").sum() == 16
+
+
+@pytest.mark.parametrize("codes", [(1, 1), (1, 2), (2, 0)])
+def test_nifti_output_keeps_the_input_qform_and_sform_codes(tmp_path, codes):
+    """A NIfTI result says what its input's affine meant: the qform / sform codes come through read -> write."""
+    import nibabel as nib
+
+    from idm_imaging.io import read_scan, write_scan
+
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    affine[:3, 3] = [-40, 12, 7]
+    src = nib.Nifti1Image(np.random.default_rng(0).random((8, 6, 3)).astype(np.float32), affine)
+    src.set_qform(affine, code=codes[0])
+    src.set_sform(affine, code=codes[1])
+    nib.save(src, tmp_path / "in.nii.gz")
+    x, meta = read_scan(tmp_path / "in.nii.gz")
+    write_scan(x, tmp_path / "out.nii.gz", meta)
+    out = nib.load(tmp_path / "out.nii.gz")
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == codes
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)

@@ -180,7 +180,9 @@ def _read_nifti(path: Path, *, limit: int, **_: Any) -> tuple[np.ndarray, dict]:
     zooms = img.header.get_zooms()[: data.ndim]
     # NIfTI (i, j, k) = (x, y, z) -> tensor (k, j, i) = (D, H, W); the affine stays that of the stored array.
     arr = np.ascontiguousarray(data.T)
-    return arr, {"affine": np.asarray(img.affine, dtype=np.float64), "spacing": tuple(reversed(zooms))}
+    # the qform / sform codes say what the affine means (1 scanner, 2 aligned, ...): kept so a written result says the same
+    codes = {"qform_code": int(img.header["qform_code"]), "sform_code": int(img.header["sform_code"])}
+    return arr, {"affine": np.asarray(img.affine, dtype=np.float64), "spacing": tuple(reversed(zooms)), **codes}
 
 
 # --- DICOM ---------------------------------------------------------------------------------------------------

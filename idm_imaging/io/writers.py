@@ -217,6 +217,9 @@ def _write_nifti(arr: np.ndarray, tmp: str, meta: dict, path: Path) -> None:
         affine = geometry_affine(tuple(meta.get("spacing", (1.0,) * arr.ndim))[-arr.ndim:])
     data = np.ascontiguousarray(_real(arr).astype(np.float32).T)  # tensor (D, H, W) -> NIfTI (x, y, z)
     img = nib.Nifti1Image(data, affine)
+    # the input's qform / sform codes (a NIfTI scan's own; 1 = scanner coordinates for DICOM and other inputs)
+    img.set_qform(affine, code=int(meta.get("qform_code", 1)))
+    img.set_sform(affine, code=int(meta.get("sform_code", 1)))
     img.header.set_xyzt_units("mm")
     nib.save(img, tmp)
 
