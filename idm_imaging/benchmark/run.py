@@ -324,6 +324,18 @@ def _load_idm(name: str, cfg: BenchmarkConfig, device: torch.device, rec: _Recor
     return model, folder
 
 
+def _default_idm(task: str, cfg: BenchmarkConfig, device: torch.device, rec: _Recorder, what: str, **setting):
+    """``(name, model, folder)`` of the embedded default for ``task`` at ``setting`` (``ratio=`` / ``acceleration=``,
+    :func:`~idm_imaging.models.registry.default_model`); model and folder None, with the reason recorded, when
+    there is none or it does not load."""
+    name = default_model(task, **setting)
+    if name is None:
+        (key, value), = setting.items()
+        rec.skip("main", what, f"no embedded model for {key} {value}")
+        return None, None, None
+    return (name, *_load_idm(name, cfg, device, rec, "main", what))
+
+
 def _idm_fn(model):
     def fn(y, op):
         return model(y, op)
@@ -414,12 +426,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
                 rec.evaluate("main", set_name, setting, mname, m, cases, "natural", note=lib)
             for mname, m in diffusion:
                 rec.evaluate("main", set_name, setting, mname, m, cases, "natural", model=prior.name, note=steps_note)
-            name = default_model("cs", ratio=ratio)
-            model, mfolder = (None, None)
-            if name:
-                model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on {set_name} {setting}")
-            else:
-                rec.skip("main", f"IDM on {set_name} {setting}", f"no embedded model for ratio {ratio}")
+            name, model, mfolder = _default_idm("cs", cfg, dev, rec, f"IDM on {set_name} {setting}", ratio=ratio)
             if model is not None:
                 idm_models[name] = _model_label(mfolder)
                 rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
@@ -444,12 +451,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
                     for i, (n, x) in enumerate(images)]
 
         for acc in cfg.accelerations:
-            name = default_model("mri", acceleration=acc)
-            model, mfolder = (None, None)
-            if name:
-                model, mfolder = _load_idm(name, cfg, dev, rec, "main", f"IDM on {set_name} {acc}x")
-            else:
-                rec.skip("main", f"IDM on {set_name} {acc}x", f"no embedded model for acceleration {acc}")
+            name, model, mfolder = _default_idm("mri", cfg, dev, rec, f"IDM on {set_name} {acc}x", acceleration=acc)
             record = _training_record(mfolder) if mfolder is not None else {}
             for kind in cfg.mri_masks:
                 setting = f"{acc}x {kind} Cartesian"

@@ -343,7 +343,6 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
             return None, pinv_label
         say(f"using the embedded model {spec!r} (default for --task {args.task}; see `idm-imaging models`)")
     from idm_imaging.models import IDM
-    from idm_imaging.models.limits import check_model_folder
     from idm_imaging.models.registry import REGISTRY, resolve_checkpoint
 
     if spec not in REGISTRY and not Path(spec).expanduser().is_dir():
@@ -351,8 +350,7 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
                         f"(embedded: {sorted(REGISTRY) or 'none'}; or 'pinv')")
     try:
         folder = resolve_checkpoint(os.path.expanduser(spec))
-        check_model_folder(folder)  # a crafted config (T=1e9) or weights file must fail fast, before building
-        model = IDM.from_pretrained(folder)
+        model = IDM.from_pretrained(folder)  # checks the folder (config ranges, weights) before building
     except (ValueError, OSError) as exc:
         raise UserError(f"--model {spec!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (safetensors / diffusers raise their own types on corrupt files)

@@ -290,9 +290,10 @@ class RunConfig:
             from idm_imaging.datasets import data_root
 
             try:
-                path = path.replace("${IDM_IMAGING_DATA}", str(data_root())).replace("$IDM_IMAGING_DATA", str(data_root()))
+                root = str(data_root())
             except FileNotFoundError as err:
                 raise ValueError(f"{path}: {err}") from None
+            path = path.replace("${IDM_IMAGING_DATA}", root).replace("$IDM_IMAGING_DATA", root)
         p = Path(os.path.expandvars(os.path.expanduser(path)))
         return p if p.is_absolute() else (Path(self.config_dir) / p).resolve()
 
