@@ -59,8 +59,8 @@ def light_unet(channels: list[int], layers_per_block: int = 1, groups: int = 8) 
                 down_block_types=["DownBlock2D"] * n, up_block_types=["UpBlock2D"] * n)
 
 
-# name -> (what it tests, finetune overrides, data overrides, lr)
-ARMS: dict[str, tuple[str, dict, dict, float]] = {
+# name -> (what it tests, finetune overrides, data overrides, lr[, train overrides])
+ARMS: dict[str, tuple] = {
     "sd-prior-T3": ("today's design: the embedded 15-minute prior (SD-1.x layout 48/96/96/96, attention), T = 3",
                     {"prior": "prior-gray", "T": 3}, {}, 2e-4),
     "light-T3": ("convolution-only UNet2DModel 32/64/128, random init, T = 3",
@@ -75,6 +75,13 @@ ARMS: dict[str, tuple[str, dict, dict, float]] = {
                   {"backbone": light_unet([16, 32, 64]), "T": 12}, {}, 5e-4),
     "tv-light-T3": ("light-T3 started from 60 TV-FISTA iterations (from the measured mean) instead of A^+ y",
                     {"backbone": light_unet([32, 64, 128]), "T": 3, "idm": {"start": "tv"}}, {}, 5e-4),
+    "tv-res-T3": ("tv-light-T3 with a residual output (x0 = x / sqrt(a_t) + r instead of an epsilon), a -PSNR loss "
+                  "(every ratio weighs the same) and bf16 autocast",
+                  {"backbone": light_unet([32, 64, 128]), "T": 3, "idm": {"start": "tv", "prediction": "residual"},
+                   "loss": "psnr"}, {}, 5e-4, {"mixed_precision": "bf16"}),
+    "tv-psnr-T3": ("tv-light-T3 with a -PSNR loss and bf16 autocast (epsilon output, as tv-light-T3)",
+                   {"backbone": light_unet([32, 64, 128]), "T": 3, "idm": {"start": "tv"}, "loss": "psnr"}, {}, 5e-4,
+                   {"mixed_precision": "bf16"}),
     # MRI: one model for 2-12x and every mask kind (scored on SIAT lsq111-120 at 4x / 8x random, not in training)
     "mri-tv-light-T3": ("MRI: light-T3, TV start, complex image as two grayscale images of the batch",
                         {"backbone": light_unet([32, 64, 128]), "T": 3, "task": "mri",
@@ -85,7 +92,7 @@ MRI_TRAIN = ("mri/train/SIAT_T2_brain_complex/lsq0*.npy", "mri/train/SIAT_T2_bra
 
 
 def arm_config(name: str, budget: float, out: Path, checkpoint_every: int = 25) -> dict:
-    _, ft, data, lr = ARMS[name]
+    _, ft, data, lr, *train = ARMS[name]
     if ft.get("task") == "mri":
         train_files = [str(data_root() / p) for p in MRI_TRAIN]
         finetune = {"reversible": False, "fresh_operator_per_step": True, "acceleration_range": [2.0, 12.0],
@@ -101,7 +108,8 @@ def arm_config(name: str, budget: float, out: Path, checkpoint_every: int = 25) 
         "data": {"train": train_files, "patch_size": 64, "batch_size": 8, "num_workers": 0, "augment": True, **data},
         "train": {"steps": 100000, "max_seconds": budget, "fit_to_time": True, "clock": "cpu", "lr": lr,
                   "schedule": "cosine", "warmup_steps": 20, "mixed_precision": "no", "grad_clip": 1.0,
-                  "checkpoint_every": checkpoint_every, "keep_checkpoints": 1000, "log_every": 5, "device": "cpu"},
+                  "checkpoint_every": checkpoint_every, "keep_checkpoints": 1000, "log_every": 5, "device": "cpu",
+                  **(train[0] if train else {})},
         "finetune": finetune,
     }
 

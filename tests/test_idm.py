@@ -372,7 +372,7 @@ def _zero_head_idm(**kw):
     cfg = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[8, 16],
                norm_num_groups=4, add_attention=False, down_block_types=["DownBlock2D"] * 2,
                up_block_types=["UpBlock2D"] * 2)
-    model = IDM(backbone_type="UNet2DModel", backbone_config=cfg, T=3, measured_mean=False, **kw).eval()
+    model = IDM(backbone_type="UNet2DModel", backbone_config=cfg, **{"T": 3, "measured_mean": False, **kw}).eval()
     head = [m for m in model.unet.modules() if type(m).__name__ == "_Head"][-1]
     torch.nn.init.zeros_(head.conv.weight)
     torch.nn.init.zeros_(head.conv.bias)
@@ -416,6 +416,39 @@ def test_tv_start_begins_from_the_tv_estimate(task):
         _zero_head_idm(start="bm3d")
     with pytest.raises(ValueError, match="start_iterations"):
         _zero_head_idm(start="tv", start_iterations=10**6)
+    with pytest.raises(ValueError, match="start_inner"):
+        _zero_head_idm(start="tv", start_inner=0)
+    # start_inner sets the Chambolle iterations of each prox: the untrained model follows its own start
+    fast = _zero_head_idm(task=task, start="tv", start_iterations=30, start_inner=1, complex_as_batch=task == "mri")
+    with torch.no_grad():
+        out_fast = fast(y, op).abs()
+    tv_fast = tv_fista(y, op, 0.001, 30, 1, mean_start=True).abs()
+    assert abs(score(out_fast) - score(tv_fast)) < abs(score(out_fast) - score(tv)), (score(out_fast), score(tv_fast), score(tv))
+
+
+def test_residual_prediction_moves_the_clean_estimate_by_the_output():
+    """prediction="residual": the UNet output r enters as x0 = x / sqrt(a_t) + r (one step, no projection:
+    y1 = (1 - v) (A^+ y + r) + v s x_T exactly); "epsilon" scales the same output by sqrt(1 - a_t) / sqrt(a_t)."""
+    from idm_imaging.operators import BlockCS
+
+    op = BlockCS(0.3, block_size=16, seed=3)
+    x = _cartoon()
+    y = op.A(x)
+    outs = {}
+    for prediction in ("residual", "epsilon"):
+        model = _zero_head_idm(prediction=prediction, T=1)
+        model.projection = False
+        r = 0.05 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+        model.adapter.from_unet = lambda h, r=r: r.expand(h.shape[0], -1, -1, -1)
+        with torch.no_grad():
+            outs[prediction] = model(y, op)
+        a = model.alphas()[0]
+        v, s = model.sampler.couplings[0].v.detach(), model.input_scale.detach()
+        x_t = a.sqrt() * op.A_dagger(y)
+        x0 = op.A_dagger(y) + r if prediction == "residual" else (x_t - (1 - a).sqrt() * r) / a.sqrt()
+        torch.testing.assert_close(outs[prediction], (1 - v) * x0 + v * s * x_t, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prediction"):
+        _zero_head_idm(prediction="sample")
 
 
 def test_tv_fista_mean_start_converges_faster():

@@ -130,7 +130,14 @@ class IDM(ModelMixin, ConfigMixin):
             from the measured mean; not in the paper). With ``"tv"`` the network refines a classical estimate
             instead of filling the null space from ``A^+ y`` alone: at equal training it lands far higher.
         start_iterations: TV-FISTA iterations of the ``"tv"`` start.
+        start_inner: Chambolle iterations per TV prox of the ``"tv"`` start (warm-started across iterations, so
+            a few suffice: 120 x 2 reaches what 200 x 10 does on natural images in a third of the time).
         start_lam: TV weight of the ``"tv"`` start (images in [0, 1]).
+        prediction: what the UNet's output means. ``"epsilon"`` (the paper's, and what a pretrained prior
+            predicts): the noise, ``x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)``. ``"residual"`` (for randomly
+            initialised backbones; not in the paper): a correction of the clean estimate, ``x0 = x / sqrt(a_t) + r``,
+            with ``eps = -sqrt(a_t) r / sqrt(1 - a_t)`` for the DDIM update. At the low noise levels a warm start
+            uses, ``sqrt(1 - a_t)`` is 0.01-0.2, so an ``eps`` output moves the image 5-100x less than ``r`` does.
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
@@ -165,6 +172,8 @@ class IDM(ModelMixin, ConfigMixin):
         start: str = "pinv",
         start_iterations: int = 60,
         start_lam: float = 0.001,
+        prediction: str = "epsilon",
+        start_inner: int = 5,
     ):
         super().__init__()
         if backbone_type not in SUPPORTED_BACKBONES:
@@ -177,8 +186,12 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"start: must be 'pinv' or 'tv', got {start!r}")
         if isinstance(start_iterations, bool) or not isinstance(start_iterations, int) or not 1 <= start_iterations <= 1000:
             raise ValueError(f"start_iterations: an int in [1, 1000], got {start_iterations!r}")
+        if isinstance(start_inner, bool) or not isinstance(start_inner, int) or not 1 <= start_inner <= 100:
+            raise ValueError(f"start_inner: an int in [1, 100], got {start_inner!r}")
         if not isinstance(start_lam, (int, float)) or not start_lam > 0:
             raise ValueError(f"start_lam: a number > 0, got {start_lam!r}")
+        if prediction not in ("epsilon", "residual"):
+            raise ValueError(f"prediction: must be 'epsilon' or 'residual', got {prediction!r}")
         if complex_as_batch and task != "mri":
             raise ValueError("complex_as_batch: only for task 'mri' (complex images)")
         if image_channels != 1:
@@ -268,7 +281,11 @@ class IDM(ModelMixin, ConfigMixin):
         else:
             uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=project)
             eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if self.config.prediction == "residual":  # the output r corrects the clean estimate directly
+            x0 = x / a_t.sqrt() + eps
+            eps = -(a_t / (1 - a_t)).sqrt() * eps
+        else:
+            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         if self.projection:
             x0 = self._project(x0, ctx)
         if t == 0:  # a_0 = 1: sqrt(a_0) x0 + sqrt(1 - a_0) eps is x0 itself (saves a fill and five kernels)
@@ -380,7 +397,8 @@ class IDM(ModelMixin, ConfigMixin):
         if self.config.start == "tv":
             with torch.autocast(device.type, enabled=False):
                 start = self._to_real(tv_fista(y, operator, lam=self.config.start_lam,
-                                               iterations=self.config.start_iterations, inner=5, mean_start=True))
+                                               iterations=self.config.start_iterations,
+                                               inner=self.config.start_inner, mean_start=True))
         x = self.alphas()[-1].sqrt() * start
         return x, ctx
 

@@ -187,7 +187,7 @@ class PriorConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Stage (b): IDM end-to-end fine-tuning with L1 on the output for one task.
+    """Stage (b): IDM end-to-end fine-tuning (L1 or -PSNR on the output, ``loss``) for one task.
 
     ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
     embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an
@@ -228,8 +228,13 @@ class FinetuneConfig:
     ratio_range: list[float] = field(default_factory=list)
     acceleration_range: list[float] = field(default_factory=list)
     mask_kinds: list[str] = field(default_factory=lambda: ["random"])
+    # "l1": mean absolute error over the batch. "psnr": the mean over images of 10 log10(MSE), i.e. minus their
+    # PSNR, so that every ratio / acceleration counts alike (an L1 loss is dominated by the lowest ratios, whose
+    # errors are largest).
+    loss: str = "l1"
 
     def validate(self) -> None:
+        _check(self.loss in ("l1", "psnr"), "finetune.loss", "'l1' or 'psnr'")
         _check(isinstance(self.prior, str) and isinstance(self.init, str), "finetune.prior",
                "a path to a diffusers UNet folder (finetune.init: an IDM name or folder)")
         _check(sum(map(bool, (self.prior, self.init, self.backbone))) == 1, "finetune.prior",

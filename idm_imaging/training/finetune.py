@@ -1,7 +1,8 @@
-"""Stage (b): IDM end-to-end fine-tuning with an L1 loss on the output, for one task.
+"""Stage (b): IDM end-to-end fine-tuning on the output, for one task.
 
 For a clean patch ``x`` (B, 1, P, P): ``y = A x (+ sigma n)``, ``x_hat = IDM(y, A)``, ``L = mean |x_hat - x|``
-(complex images: L1 over the real and imaginary parts, ``view_as_real``).
+(``finetune.loss = "l1"``) or ``L = mean_i 10 log10 MSE(x_hat_i, x_i)`` (``"psnr"``: minus the mean PSNR, so that
+every ratio / acceleration of a range counts alike); complex images: over the real and imaginary parts.
 
 - ``task = "cs"``: ``A = BlockCS(ratio, block_size, permute, seed, img_size=(P, P))`` on luminance patches in
   [0, 1] (complex data -> magnitude).
@@ -186,7 +187,10 @@ class FinetuneStage:
             y = op.A(x)
         x_hat = model(y, op)
         if torch.is_complex(x_hat) or torch.is_complex(x):
-            return F.l1_loss(torch.view_as_real(x_hat.to(torch.complex64)), torch.view_as_real(x.to(torch.complex64)))
+            x_hat, x = torch.view_as_real(x_hat.to(torch.complex64)), torch.view_as_real(x.to(torch.complex64))
+        if self.fc.loss == "psnr":  # -PSNR per image (peak 1), averaged: every setting weighs the same
+            mse = (x_hat.float() - x.float()).pow(2).flatten(1).mean(1)
+            return 10 * torch.log10(mse + 1e-10).mean()
         return F.l1_loss(x_hat.float(), x.float())
 
     def save_model(self, model: torch.nn.Module, folder) -> None:
