@@ -135,6 +135,16 @@ class BenchmarkConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _data_folder(datasets_dir) -> Path:
+    """The data setting's folder; a missing one is returned as is, so that its sets are reported as skipped."""
+    from idm_imaging.datasets import DATA_ENV, _DEFAULT, data_root
+
+    try:
+        return data_root(datasets_dir)
+    except FileNotFoundError:
+        return Path(datasets_dir or os.environ.get(DATA_ENV) or _DEFAULT)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     from idm_imaging.io import atomic_write
 
@@ -355,7 +365,8 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
             steps, 30 s of VarNet training) instead of the full table.
         out_dir: folder of the results files.
         device: torch device string ("cpu", "cuda", "cuda:0").
-        datasets_dir: the shared datasets folder (default ``<repo>/../shared/datasets``, or ``$IDM_DATASETS``).
+        datasets_dir: the datasets folder (default: :func:`idm_imaging.data_root`, i.e. ``$IDM_IMAGING_DATA`` or
+            ``../shared/datasets`` next to the repository); sets that are missing are recorded as skipped.
         docs_dir: folder of the Markdown table and figure (default ``<repo>/docs``).
         log: progress printer (None: silent).
         command: the command line quoted in the Markdown (default: this call, as Python).
@@ -375,7 +386,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available")
     cfg = BenchmarkConfig.for_mode(quick, **settings)
-    data_root = Path(datasets_dir or os.environ.get("IDM_DATASETS") or (_REPO.parent / "shared" / "datasets"))
+    data_root = _data_folder(datasets_dir)
     docs = Path(docs_dir) if docs_dir is not None else _REPO / "docs"
     out = Path(out_dir)
     logf = log or (lambda s: None)
@@ -759,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
                     "images at 4x, whole images, 20 DDNM/DPS steps")
     ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON/CSV results")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    ap.add_argument("--data", "--datasets", dest="datasets", default=None,
+                    help="datasets folder (default: $IDM_IMAGING_DATA, else ../shared/datasets next to the repository)")
     ap.add_argument("--docs", default=None, help="folder of the Markdown table and figure (default docs/)")
     ap.add_argument("--limit", type=int, default=None, help="first N images of each test set (a partial run)")
     ap.add_argument("--no-diffusion", action="store_true", help="leave DDNM and DPS out (a partial run)")

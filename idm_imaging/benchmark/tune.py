@@ -26,6 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from idm_imaging.datasets import data_root
+
 __all__ = ["GRIDS", "grid_search", "training_images", "main"]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -119,15 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=4, help="first N Train400 images")
     ap.add_argument("--crop", type=int, default=128, help="centre crop (pixels)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 0.5])
-    ap.add_argument("--datasets", default=None, help="shared datasets folder (default ../shared/datasets)")
+    ap.add_argument("--data", "--datasets", dest="datasets", default=None,
+                    help="datasets folder (default: $IDM_IMAGING_DATA, else ../shared/datasets next to the repository)")
     ap.add_argument("--out", default=None, help="record file (default benchmarks/results/tuning-METHOD.json)")
     a = ap.parse_args(argv)
-    data = Path(a.datasets or os.environ.get("IDM_DATASETS") or (_REPO.parent / "shared" / "datasets"))
     try:
+        data = data_root(a.datasets)
         images = training_images(data, a.images, a.crop)
         factory, grid = GRIDS[a.method]
         res = grid_search(factory, grid, images, tuple(a.ratios))
-    except (ValueError, TypeError, ImportError) as e:
+    except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         ap.exit(2, f"tune: error: {e}\n")
     out = Path(a.out or _REPO / "benchmarks" / "results" / f"tuning-{a.method}.json")
     record = {"method": a.method,
