@@ -5,8 +5,11 @@ For each model: PSNR/SSIM of IDM next to the pseudo-inverse (CS: Set11 and BSD68
 then ``model_card.json`` and ``MODEL_CARD.md`` in the model's folder (training facts come from the
 ``training.json`` packed beside the weights).
 
-    python benchmarks/eval_models.py [--models cs-0.1 mri-4x ...] [--limit N] [--datasets ../shared/datasets] [--bf16]
+    python benchmarks/eval_models.py [--models cs-0.1 mri ...] [--limit N] [--datasets ../shared/datasets] [--bf16]
                                      [--cs-seeds 1 2 ...]
+
+An alias (``idm_imaging.models.registry.ALIASES``, e.g. ``mri-8x``) evaluates the model it names at the alias's
+setting; it has no folder of its own, so it is evaluated with ``--no-cards`` only.
 
 CS models are also evaluated on Set11 with the block-CS seeds of ``--cs-seeds`` (default 1; the card's own seed
 is the one in its operator_config): a model trained with a fresh matrix per step takes any seed.
@@ -43,12 +46,13 @@ SETS = {
 }
 
 
-def operator_for(model, shape, index, cs_seed=None):
+def operator_for(model, shape, index, cs_seed=None, setting=None):
     """The model's own acquisition for one test image (seeded per image so every method sees the same y);
-    ``cs_seed`` replaces the block-CS seed of the model's operator_config."""
+    ``cs_seed`` replaces the block-CS seed of the model's operator_config, ``setting`` (an alias's ``ratio`` /
+    ``acceleration``) its ratio / acceleration."""
     from idm_imaging.operators import BlockCS, SingleCoilFourier
 
-    oc = model.config.operator_config or {}
+    oc = {**(model.config.operator_config or {}), **(setting or {})}
     if model.config.task == "cs":
         return BlockCS(oc.get("ratio", 0.1), oc.get("block_size", 32), permute=oc.get("permute", True),
                        seed=oc.get("seed", 0) if cs_seed is None else cs_seed, img_size=tuple(shape))
@@ -61,8 +65,10 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
     from idm_imaging import IDM
     from idm_imaging.io import read_scan
     from idm_imaging.metrics import fastmri_metrics, psnr_y, ssim_y
+    from idm_imaging.models.registry import resolve_name
 
     model = IDM.from_pretrained(name).eval()
+    setting = resolve_name(name)[1]  # an alias: its model at its setting
     task = model.config.task
     raw_too = task == "cs" and model.config.measured_mean
     results = {}
@@ -86,7 +92,8 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
             if task == "mri":
                 x = x.to(torch.complex64)
                 x = x / x.abs().max()
-            op = operator_for(model, x.shape, i, cs_seed=int(set_name.split()[-1]) if " seed " in set_name else None)
+            op = operator_for(model, x.shape, i, cs_seed=int(set_name.split()[-1]) if " seed " in set_name else None,
+                              setting=setting)
             xb = x[None, None]
             y = op.A(xb)
             with torch.no_grad():
@@ -127,8 +134,7 @@ def evaluate(name: str, datasets: Path, limit: int | None, log=print, bf16: bool
     return results
 
 
-TARGETS = {"cs-0.1": ("Set11", 28.0), "cs-0.3": ("Set11", 34.0), "cs-0.5": ("Set11", 38.0),
-           "mri-4x": ("BrainImages_test", "zero-filled + 8")}
+TARGETS = {"cs-0.1": ("Set11", 28.0)}
 
 
 def lineage(info: dict) -> list[dict]:
@@ -254,7 +260,7 @@ def write_card(name: str, metrics: dict, hardware: str, date: str | None = None)
 
 
 def main(argv=None) -> int:
-    from idm_imaging.models.registry import REGISTRY
+    from idm_imaging.models.registry import REGISTRY, resolve_name
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=[n for n in REGISTRY if n != "prior-gray"])
@@ -266,6 +272,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rewrite-cards", action="store_true",
                     help="evaluate nothing: rewrite the cards from the metrics their model_card.json holds")
     args = ap.parse_args(argv)
+    aliases = [n for n in args.models if resolve_name(n)[1]]
+    if aliases and (args.rewrite_cards or not args.no_cards):
+        ap.error(f"--models {' '.join(aliases)}: an alias names another model's folder (its card is that model's); "
+                 "evaluate it with --no-cards")
     if args.rewrite_cards:
         from idm_imaging.models.registry import resolve_checkpoint
 

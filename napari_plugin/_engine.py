@@ -43,6 +43,7 @@ __all__ = [
     "ReconResult",
     "available_devices",
     "model_choices",
+    "model_setting",
     "default_model",
     "display_affine",
     "load_model",
@@ -170,14 +171,15 @@ def available_devices() -> list[str]:
 
 
 def _registry_names() -> list[Any]:
-    """Embedded model entries: ``available_models()`` when the registry has it, else REGISTRY names on disk."""
+    """Embedded model entries: ``available_models(aliases=True)`` (the installed models, then their aliases) when
+    the registry has it, else REGISTRY names on disk."""
     try:
         from idm_imaging.models import registry
     except ImportError:  # models not shipped: only pseudo-inverse and checkpoint folders
         return []
     try:
         if hasattr(registry, "available_models"):
-            return list(registry.available_models())
+            return list(registry.available_models(aliases=True))
         return [n for n, folder in getattr(registry, "REGISTRY", {}).items()
                 if (registry.WEIGHTS_DIR / folder).is_dir()]
     except Exception:  # a broken registry must not break the widget
@@ -187,8 +189,9 @@ def _registry_names() -> list[Any]:
 def model_choices(task: str) -> list[str]:
     """Model menu for ``task`` ("cs"/"mri"): embedded models of that task, then pseudo-inverse, then checkpoint.
 
-    Embedded models come from ``idm_imaging.models.registry.available_models()`` (names such as ``"mri-4x"``
-    or entries with a ``"task"``/``"name"``); the default (first entry) is an embedded model when one exists.
+    Embedded models come from ``idm_imaging.models.registry.available_models(aliases=True)`` (names such as
+    ``"mri"``, then aliases such as ``"mri-8x"``, or entries with a ``"task"``/``"name"``); the default (first
+    entry) is an embedded model when one exists.
     """
     names = []
     for entry in _registry_names():
@@ -226,6 +229,17 @@ def display_affine(scan_affine, shape, spacing=None) -> np.ndarray:
             out[t, t] = -1.0
             out[t, ndim] = (shape[t] - 1) * spacing[t]
     return out
+
+
+def model_setting(choice: str) -> tuple[str, dict[str, float]]:
+    """The model a menu ``choice`` loads and the acquisition setting it stands for: an alias (e.g. ``"mri-8x"``)
+    gives ``("mri", {"acceleration": 8.0})`` (``idm_imaging.models.registry.resolve_name``); any other choice
+    itself and ``{}``."""
+    try:
+        from idm_imaging.models.registry import resolve_name
+    except ImportError:  # models not shipped
+        return choice, {}
+    return resolve_name(choice)
 
 
 def default_model(acquisition: Acquisition) -> str | None:
@@ -282,7 +296,7 @@ def reconstruct(
             (may be None) in ``"measured"`` mode.
         acquisition: what to simulate (or ``mode="measured"``: use ``kspace`` and ``mask``).
         name: the input layer's name, used as prefix of the output names.
-        model_name: what the IDM output layer's name says ran, e.g. ``"mri-8x"``.
+        model_name: what the IDM output layer's name says ran, e.g. ``"mri"``.
         model: an ``IDM`` (``model(y, operator)``) or None for the pseudo-inverse only; its ``config.task``
             must match ``acquisition.task``.
         device: torch device string ("auto", "cpu", "cuda:0", "mps").

@@ -169,6 +169,13 @@ class IDMReconstructionWidget(Container):
             return None
 
     def _follow_default_model(self, _event=None):
+        target, setting = _engine.model_setting(self.model.value)
+        if setting and not self._at_setting(setting):  # an alias moved off its setting: the model by its own name
+            self._setting_model = True
+            try:
+                self.model.value = target
+            finally:
+                self._setting_model = False
         if not self._auto_model:
             return
         name = self.default_model()
@@ -179,8 +186,19 @@ class IDMReconstructionWidget(Container):
             finally:
                 self._setting_model = False
 
+    def _at_setting(self, setting: dict) -> bool:
+        """Whether the acquisition's ratio / acceleration is the one an alias stands for."""
+        boxes = {"ratio": self.ratio, "acceleration": self.acceleration}
+        return all(abs(float(boxes[k].value) - float(v)) < 1e-6 for k, v in setting.items() if k in boxes)
+
     def _on_model_changed(self, _event=None):
         if not self._setting_model:  # the user's choice: keep it, unless it is the default itself
+            self._auto_model = False
+            _, setting = _engine.model_setting(self.model.value)
+            for key, value in setting.items():  # an alias (e.g. "mri-8x") sets the acquisition it stands for
+                box = {"ratio": self.ratio, "acceleration": self.acceleration}.get(key)
+                if box is not None:
+                    box.value = value
             self._auto_model = self.model.value == self.default_model()
         self.checkpoint.visible = self.model.value == CHECKPOINT
 

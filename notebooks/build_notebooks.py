@@ -101,7 +101,7 @@ from idm_imaging.metrics import fastmri_metrics
 phantom = transform.resize(data.shepp_logan_phantom(), (n, n), anti_aliasing=True).astype(np.float32)
 mri_op = SingleCoilFourier.from_mask_params("random", (n, n), 4, seed=0)
 k = mri_op.measure(torch.from_numpy(phantom)[None, None], sigma=0.0)
-mri_model, mri_label = embedded_or_untrained("mri-4x", "mri")
+mri_model, mri_label = embedded_or_untrained("mri", "mri")
 with torch.no_grad():
     zf, rec = mri_op.A_dagger(k).abs(), mri_model(k, mri_op).abs()
 for name, r in (("zero-filled", zf), (mri_label, rec)):
@@ -134,7 +134,7 @@ from monai.data import CacheDataset
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, SaveImaged, ScaleIntensityd
 from idm_imaging.transforms import IDMReconstructd, KspaceUndersampled
 
-model, label = embedded_or_untrained("mri-4x", "mri")
+model, label = embedded_or_untrained("mri", "mri")
 pipeline = Compose([
     LoadImaged("image"), EnsureChannelFirstd("image"), ScaleIntensityd("image"),
     KspaceUndersampled("image", mask_kind="random", acceleration=4, seed=0),

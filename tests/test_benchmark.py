@@ -165,7 +165,7 @@ def _write_png(path, arr):
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
-    """Synthetic datasets folder, a tiny random prior folder and tiny random IDM models (cs-0.1, mri-4x)."""
+    """Synthetic datasets folder, a tiny random prior folder and tiny random IDM models (cs, mri)."""
     from diffusers import DDPMScheduler
 
     from idm_imaging.models import IDM

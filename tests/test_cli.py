@@ -43,7 +43,22 @@ def tiny_mri_model(tmp_path_factory):
     model = IDM.from_diffusers(UNet2DConditionModel(**tiny_backbone_config()), T=2, task="mri",
                                operator_config={"type": "SingleCoilFourier",
                                                 "mask_params": {"kind": "random", "acceleration": 4.0}})
-    folder = tmp_path_factory.mktemp("models") / "mri-4x"
+    folder = tmp_path_factory.mktemp("models") / "mri-tiny"
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_cs_model(tmp_path_factory):
+    """A tiny random IDM (task cs) saved as a model folder."""
+    from diffusers import UNet2DConditionModel
+
+    from idm_imaging.models import IDM, tiny_backbone_config
+
+    torch.manual_seed(1)
+    model = IDM.from_diffusers(UNet2DConditionModel(**tiny_backbone_config()), T=2, task="cs",
+                               operator_config={"type": "BlockCS", "block_size": 16, "ratio_range": [0.01, 0.6]})
+    folder = tmp_path_factory.mktemp("models") / "cs-tiny"
     model.save_pretrained(folder)
     return folder
 
@@ -75,7 +90,9 @@ def test_console_entry_runs_as_module():
 
     header, *rows = r.stdout.splitlines()
     assert header.split() == ["name", "task", "T", "operator"]
-    assert sorted(row.split()[0] for row in rows) == sorted(available_models())  # one row per embedded model
+    # one row per embedded model, then one per alias
+    assert [row.split()[0] for row in rows] == sorted(available_models()) + available_models(aliases=True)[
+        len(available_models()):]
     cs01 = next(row for row in rows if row.startswith("cs-0.1 "))
     assert cs01.split()[1:4] == ["cs", "3", "BlockCS"] and "ratio=0.1 B=32" in cs01
 
@@ -265,18 +282,25 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     code, out, _ = _run(["models"], capsys)
     if not registry.REGISTRY:
         assert code == 0 and "no embedded models" in out
-    elif "mri-4x" in registry.REGISTRY:  # the shipped model records its mask at the top level of operator_config
-        row = next(line for line in out.splitlines() if line.startswith("mri-4x"))
-        assert row.split()[3:] == ["SingleCoilFourier", "random", "4x", "centre", "0.08"], row
+    elif {"cs", "cs-0.1", "mri"} <= set(registry.available_models()):  # the shipped models' operator records
+        row = next(line for line in out.splitlines() if line.startswith("mri "))  # every acceleration and mask kind
+        assert row.split()[3:] == ["SingleCoilFourier", "2-12x,", "7", "mask", "kinds"], row
+        row = next(line for line in out.splitlines() if line.startswith("cs "))  # every ratio of its range
+        assert row.split()[3:] == ["BlockCS", "ratio=0.01-0.6", "B=32", "(any", "seed)"], row
         row = next(line for line in out.splitlines() if line.startswith("cs-0.1"))  # trained with fresh matrices
         assert row.split()[3:] == ["BlockCS", "ratio=0.1", "B=32", "(any", "seed)"], row
+        row = next(line for line in out.splitlines() if line.startswith("mri-8x"))
+        assert row.split()[1:] == ["mri", "3", "alias", "of", "mri", "at", "8x"], row
+        row = next(line for line in out.splitlines() if line.startswith("cs-0.3"))
+        assert row.split()[1:] == ["cs", "3", "alias", "of", "cs", "at", "ratio", "0.3"], row
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tiny_mri_model.parent)
-    monkeypatch.setattr(registry, "REGISTRY", {"mri-4x": tiny_mri_model.name})
+    monkeypatch.setattr(registry, "REGISTRY", {"mri-tiny": tiny_mri_model.name})
     code, out, _ = _run(["models", "list"], capsys)
     assert code == 0
-    row = next(line for line in out.splitlines() if line.startswith("mri-4x"))
+    row = next(line for line in out.splitlines() if line.startswith("mri-tiny"))
     assert row.split()[1:3] == ["mri", "2"] and "random 4x" in row
-    code, out, _ = _run(["models", "info", "mri-4x", "--json"], capsys)
+    assert "alias" not in out  # the aliases' models are not installed here
+    code, out, _ = _run(["models", "info", "mri-tiny", "--json"], capsys)
     info = json.loads(out)
     assert info["task"] == "mri" and info["operator"]["mask_params"]["acceleration"] == 4.0
     # without --model, reconstruct picks the embedded default of the task
@@ -284,7 +308,7 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     code, out, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "r.npy", "--task", "mri",
                            "--mask", "random", "--acceleration", 4], capsys)
     assert code == 0, err
-    assert "using the embedded model 'mri-4x'" in out
+    assert "using the embedded model 'mri-tiny'" in out
     assert np.load(tmp_path / "r.npy").dtype == np.float32  # real input -> real (magnitude) output
     # a cs request has no embedded model: falls back on the pseudo-inverse and says so
     code, out, _ = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "r.npy", "--task", "cs",
@@ -292,6 +316,72 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     assert code == 0 and "no embedded IDM model for --task cs" in out
     code, _, err = _run(["models", "info", "nope"], capsys)
     assert code == 2 and "NAME 'nope'" in err
+
+
+def test_alias_loads_its_model_and_default_model_is_never_an_alias():
+    from idm_imaging.models import IDM, registry
+
+    assert registry.ALIASES and not set(registry.ALIASES) & set(registry.REGISTRY)
+    for alias, (target, setting) in registry.ALIASES.items():
+        assert target in registry.REGISTRY and set(setting) == {"ratio" if target == "cs" else "acceleration"}
+        assert registry.resolve_name(alias) == (target, setting)
+        assert alias not in registry.available_models()
+        if target in registry.available_models():  # the shipped weights: the alias loads exactly its model's
+            assert alias in registry.available_models(aliases=True)
+            assert registry.resolve_checkpoint(alias) == registry.resolve_checkpoint(target)
+            a, b = IDM.from_pretrained(alias), IDM.from_pretrained(target)
+            assert dict(a.config) == dict(b.config)
+            sa, sb = a.state_dict(), b.state_dict()
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert registry.resolve_name("cs") == ("cs", {}) and registry.resolve_name("/some/folder") == ("/some/folder", {})
+    for ratio in (None, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 1.0):
+        name = registry.default_model("cs", ratio=ratio)
+        assert name is None or (name in registry.REGISTRY and name not in registry.ALIASES), (ratio, name)
+    for acc in (None, 1.5, 2, 4, 6, 8, 12, 16):
+        name = registry.default_model("mri", acceleration=acc)
+        assert name is None or (name in registry.REGISTRY and name not in registry.ALIASES), (acc, name)
+    if {"cs", "mri"} <= set(registry.available_models()):
+        assert registry.default_model("cs", ratio=0.3) == "cs"
+        assert registry.default_model("mri", acceleration=8) == "mri"
+
+
+def test_alias_supplies_its_setting_on_the_command_line(tmp_path, capsys, monkeypatch, tiny_mri_model,
+                                                        tiny_cs_model):
+    """--model mri-8x without --acceleration reconstructs with the mri model at 8x (the same output as naming the
+    model and 8x); a value given wins, and the model then runs under its own name; --model cs-0.3 supplies the
+    ratio."""
+    from idm_imaging.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tiny_mri_model.parent.parent)
+    monkeypatch.setattr(registry, "REGISTRY", {"mri": f"{tiny_mri_model.parent.name}/{tiny_mri_model.name}",
+                                               "cs": f"{tiny_cs_model.parent.name}/{tiny_cs_model.name}"})
+    np.save(tmp_path / "x.npy", _phantom(32))
+
+    def rec(out, *extra):
+        code, text, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / out, *extra], capsys)
+        assert code == 0, err
+        return text, np.load(tmp_path / out)
+
+    text, alias = rec("alias.npy", "--task", "mri", "--model", "mri-8x")
+    assert "--model mri-8x is the model 'mri' at 8x" in text
+    assert "IDM (mri-8x) on " in text and ": 8x random k-space mask" in text
+    _, named = rec("named.npy", "--task", "mri", "--model", "mri", "--acceleration", 8)
+    _, at4 = rec("at4.npy", "--task", "mri", "--model", "mri", "--acceleration", 4)
+    assert np.array_equal(alias, named) and not np.allclose(alias, at4)
+    text, given = rec("given.npy", "--task", "mri", "--model", "mri-8x", "--acceleration", 4)
+    assert "running 'mri' at the given --acceleration 4" in text and "IDM (mri) on " in text
+    assert np.array_equal(given, at4)
+    text, cs = rec("cs.npy", "--task", "cs", "--model", "cs-0.3", "--block-size", 16)
+    assert "IDM (cs-0.3) on " in text and ": block CS ratio 0.3 (B=16)" in text
+    _, cs_named = rec("cs_named.npy", "--task", "cs", "--model", "cs", "--ratio", 0.3, "--block-size", 16)
+    assert np.array_equal(cs, cs_named)
+    code, _, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "no.npy", "--task", "cs",
+                         "--model", "cs"], capsys)  # a model's own name implies no setting
+    assert code == 2 and "--ratio is required" in err
+    code, out, _ = _run(["models", "info", "mri-8x", "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["alias_of"] == "mri" and info["setting"] == {"acceleration": 8.0}
+    assert info["folder"] == str(tiny_mri_model)
 
 
 # ------------------------------------------------------------------------------------------------- errors

@@ -26,7 +26,7 @@ def test_signed_real_image_under_mri_stays_signed():
 
     x = _ct()
     res = reconstruct_volume(x, lambda hw: SingleCoilFourier.from_mask_params("random", hw, 4, seed=0),
-                             IDM.from_pretrained("mri-4x").eval())
+                             IDM.from_pretrained("mri").eval())
     assert not res.recon.is_complex() and not res.pinv.is_complex()
     assert (res.offset, res.scale) == pytest.approx((float(x.min()), float(x.max() - x.min())))
     assert float(res.recon.min()) < -800 and float(res.pinv.min()) < -800  # air stays air, not +1000

@@ -348,11 +348,19 @@ def test_blockcs_without_img_size_refuses_a_size_it_cannot_give_back():
     assert BlockCS(0.3).A(torch.rand(1, 1, 64, 96)).shape == (1, 1, 308, 2, 3)  # multiples need no size
 
 
-@pytest.mark.parametrize("folder", ["cs-0.1", "mri-4x", "mri-8x"])
+#: the records the fine-tuning stage writes for single-setting MRI models (FinetuneStage.operator_settings): the
+#: mask settings at the top level
+_SINGLE_MRI = {"mri 4x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 4.0, "center_fraction": 0.08,
+                          "fresh_per_step": True},
+               "mri 8x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 8.0, "center_fraction": 0.04}}
+
+
+@pytest.mark.parametrize("folder", ["cs-0.1", "mri 4x", "mri 8x"])
 def test_operator_from_config_takes_the_models_records(folder):
     from idm_imaging.models.registry import WEIGHTS_DIR
 
-    rec = json.loads((WEIGHTS_DIR / folder / "config.json").read_text())["operator_config"]
+    rec = (_SINGLE_MRI[folder] if folder in _SINGLE_MRI
+           else json.loads((WEIGHTS_DIR / folder / "config.json").read_text())["operator_config"])
     op = operator_from_config(rec, shape=(64, 64))
     if rec["type"] == "BlockCS":
         assert (op.ratio, op.block_size, op.permute, op.img_size) == (rec["ratio"], 32, True, (64, 64))
@@ -363,6 +371,24 @@ def test_operator_from_config_takes_the_models_records(folder):
             operator_from_config(rec)
         with pytest.raises(ValueError, match="disagrees"):
             operator_from_config(rec, shape=(64, 64), acceleration=rec["acceleration"] + 1)
+
+
+def test_operator_from_config_takes_the_shipped_range_records_at_an_alias_setting():
+    """Each alias's setting (e.g. mri-8x: 8x) builds the operator from its model's range record."""
+    from idm_imaging.models.registry import ALIASES, WEIGHTS_DIR, available_models, resolve_name
+
+    aliases = [a for a in ALIASES if resolve_name(a)[0] in available_models()]
+    if not aliases:
+        pytest.skip("no shipped model with an alias in this installation")
+    for alias in aliases:
+        target, setting = resolve_name(alias)
+        rec = json.loads((WEIGHTS_DIR / target / "config.json").read_text())["operator_config"]
+        if rec["type"] == "BlockCS":
+            op = operator_from_config(rec, shape=(64, 64), **setting)
+            assert (op.ratio, op.block_size, op.img_size) == (setting["ratio"], 32, (64, 64)), alias
+        else:
+            op = operator_from_config(rec, shape=(64, 64), mask_kind="random", **setting)
+            assert torch.equal(op.mask, make_mask("random", (64, 64), setting["acceleration"])), alias
 
 
 def test_operator_from_config_range_records():

@@ -97,9 +97,16 @@ def test_config_toml_roundtrip(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(cfg.to_json())
     assert load_config(p).to_dict() == cfg.to_dict()
-    for name in ("cs-0.1", "cs-0.3", "cs-0.5", "mri-4x", "mri-8x"):
+    from idm_imaging.models.registry import REGISTRY
+
+    shipped = [n for n in REGISTRY if n != "prior-gray"]
+    for name in shipped:  # every shipped model has its CPU config
         c = load_config(REPO / "configs" / f"{name}.toml")  # CPU runs: plain autograd (faster, memory is no issue)
         assert c.stage == "finetune" and not c.finetune.reversible and c.train.max_seconds > 0
+    gpu = sorted(p.stem for p in (REPO / "configs" / "gpu").glob("*.toml") if p.stem != "prior-gray")
+    assert gpu and set(gpu) <= set(shipped)  # a GPU config continues a shipped model, never an alias
+    for name in gpu:
+        c = load_config(REPO / "configs" / f"{name}.toml")
         g = load_config(REPO / "configs" / "gpu" / f"{name}.toml")  # GPU runs: continue the shipped model in bf16
         assert g.stage == "finetune" and g.finetune.init == name and g.finetune.task == c.finetune.task
         assert g.train.mixed_precision == "bf16" and g.train.fit_to_time and not g.finetune.prior

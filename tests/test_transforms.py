@@ -314,7 +314,8 @@ def _shepp(n: int = 128) -> torch.Tensor:
 @pytest.mark.parametrize("task, model_name, gain, shift", [("mri", "mri-4x", 3000.0, 0.0),
                                                            ("cs", "cs-0.3", 4000.0, -1000.0)])
 def test_idmreconstructd_works_in_the_image_units(task, model_name, gain, shift):
-    """Raw scanner intensities (IXI T1 ~3000, CT in HU) give the [0, 1] result in their units, not a worse one."""
+    """Raw scanner intensities (IXI T1 ~3000, CT in HU) give the [0, 1] result in their units, not a worse one.
+    The models by their alias names (``mri`` at 4x, ``cs`` at 30 %), the settings the acquisitions use."""
     from idm_imaging import IDM
     from idm_imaging.metrics import psnr
 

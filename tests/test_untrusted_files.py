@@ -106,9 +106,9 @@ def model_folder(tmp_path):
 
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text((WEIGHTS_DIR / "mri-4x" / "config.json").read_text())
+    (folder / "config.json").write_text((WEIGHTS_DIR / "mri" / "config.json").read_text())
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(
-        (WEIGHTS_DIR / "mri-4x" / "diffusion_pytorch_model.safetensors").read_bytes())
+        (WEIGHTS_DIR / "mri" / "diffusion_pytorch_model.safetensors").read_bytes())
     return folder
 
 

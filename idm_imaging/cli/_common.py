@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "UserError", "ArgumentParser", "positive_int", "add_acquisition_args", "operator_factory", "acquisition_label",
     "LoadedInput", "load_input", "check_output_path", "embedded_models", "model_info", "resolve_model",
+    "apply_model_setting", "setting_text",
     "add_input_args", "select_slices", "check_device", "MASK_KINDS",
 ]
 
@@ -312,16 +313,51 @@ def model_info(folder: Path, name: str | None = None) -> dict[str, Any]:
     }
 
 
-def embedded_models() -> list[dict[str, Any]]:
-    """Every registered embedded model whose folder is present (see ``idm_imaging.models.registry``)."""
+def setting_text(setting: dict) -> str:
+    """``{"ratio": 0.3}`` -> ``"ratio 0.3"``, ``{"acceleration": 8.0}`` -> ``"8x"``: an alias's acquisition setting."""
+    return ", ".join(f"{v:g}x" if k == "acceleration" else f"{k} {v:g}" for k, v in setting.items())
+
+
+def embedded_models(aliases: bool = False) -> list[dict[str, Any]]:
+    """Every registered embedded model whose folder is present (see ``idm_imaging.models.registry``); with
+    ``aliases``, then every alias of those, with ``alias_of`` (the model it loads) and ``setting`` (what it stands
+    for) added."""
     from idm_imaging.models import registry
 
-    out = []
-    for name, sub in sorted(registry.REGISTRY.items()):
-        folder = registry.WEIGHTS_DIR / sub
-        if (folder / "config.json").is_file():
-            out.append(model_info(folder, name))
+    present = registry.available_models()
+    out = [model_info(registry.WEIGHTS_DIR / registry.REGISTRY[name], name) for name in sorted(present)]
+    if aliases:
+        for name in registry.available_models(aliases=True)[len(present):]:
+            target, setting = registry.resolve_name(name)
+            out.append({**model_info(registry.WEIGHTS_DIR / registry.REGISTRY[target], name), "alias_of": target,
+                        "setting": setting})
     return out
+
+
+def apply_model_setting(args, say: Callable[[str], None] = print) -> None:
+    """``--model`` naming an alias (``idm_imaging.models.registry.ALIASES``, e.g. ``mri-8x``: the ``mri`` model at
+    8x): its setting fills ``--ratio`` / ``--acceleration`` when not given. A different value given on the command
+    line wins; the model is then named by its own name (``mri``), so that no label claims a setting that did not
+    run. A folder of the alias's name is a folder, as in ``resolve_checkpoint``; another task's alias is left to
+    :func:`resolve_model`, which reports the task mismatch."""
+    spec = getattr(args, "model", None)
+    if not spec or Path(spec).expanduser().is_dir():
+        return
+    from idm_imaging.models.registry import resolve_name
+
+    target, setting = resolve_name(spec)
+    for key, value in setting.items():
+        if (key == "ratio") != (args.task == "cs"):
+            continue
+        given = getattr(args, key, None)
+        if given is None:
+            setattr(args, key, value)
+            say(f"note: --model {spec} is the model {target!r} at {setting_text({key: value})}: "
+                f"--{key} {value:g}")
+        elif given != value:
+            args.model = target
+            say(f"note: --model {spec} is the model {target!r} at {setting_text({key: value})}; running "
+                f"{target!r} at the given --{key} {given:g}")
 
 
 def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
@@ -343,11 +379,12 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
             return None, pinv_label
         say(f"using the embedded model {spec!r} (default for --task {args.task}; see `idm-imaging models`)")
     from idm_imaging.models import IDM
-    from idm_imaging.models.registry import REGISTRY, resolve_checkpoint
+    from idm_imaging.models.registry import ALIASES, REGISTRY, resolve_checkpoint, resolve_name
 
-    if spec not in REGISTRY and not Path(spec).expanduser().is_dir():
+    if resolve_name(spec)[0] not in REGISTRY and not Path(spec).expanduser().is_dir():
         raise UserError(f"--model {spec!r} is neither a model folder nor an embedded model "
-                        f"(embedded: {sorted(REGISTRY) or 'none'}; or 'pinv')")
+                        f"(embedded: {sorted(REGISTRY) or 'none'}; aliases: {sorted(ALIASES) or 'none'}; "
+                        "or 'pinv')")
     try:
         folder = resolve_checkpoint(os.path.expanduser(spec))
         model = IDM.from_pretrained(folder)  # checks the folder (config ranges, weights) before building

@@ -1,18 +1,19 @@
-"""``idm-imaging models``: list the embedded (shipped) models, or show one model's settings (name or folder)."""
+"""``idm-imaging models``: list the embedded (shipped) models and their aliases, or show one model's settings (name,
+alias or folder)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from idm_imaging.cli._common import UserError, embedded_models, model_info
+from idm_imaging.cli._common import UserError, embedded_models, model_info, setting_text
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list embedded models or show one (models list | models info NAME|DIR)",
                        description=__doc__.split(": ", 1)[1])
     msub = p.add_subparsers(dest="action", metavar="ACTION")
-    lp = msub.add_parser("list", help="list the embedded models (the default action)")
+    lp = msub.add_parser("list", help="list the embedded models and their aliases (the default action)")
     lp.add_argument("--json", action="store_true", help="print JSON")
     ip = msub.add_parser("info", help="name, task, operator settings and model card of one model")
     ip.add_argument("name", metavar="NAME|DIR", help="embedded model name or a model folder")
@@ -25,7 +26,13 @@ def _operator_text(op: dict | None) -> str:
         return "-"
     if op.get("type") == "BlockCS":
         seeds = "any seed" if op.get("fresh_per_step") else f"seed {op.get('seed')} only"  # one fixed matrix
-        return f"BlockCS ratio={op.get('ratio')} B={op.get('block_size')} ({seeds})"
+        span = op.get("ratio_range")  # a model trained on ratios drawn per step
+        ratio = f"{span[0]:g}-{span[1]:g}" if isinstance(span, list) and len(span) == 2 else op.get("ratio")
+        return f"BlockCS ratio={ratio} B={op.get('block_size')} ({seeds})"
+    span = op.get("acceleration_range")  # a model trained on accelerations and mask kinds drawn per step
+    if isinstance(span, list) and len(span) == 2:
+        kinds = op.get("mask_kinds") or []
+        return f"SingleCoilFourier {span[0]:g}-{span[1]:g}x, {len(kinds) or 'any'} mask kinds"
     mp = op.get("mask_params") or op  # the fine-tuning stage records the mask settings at the top level
     kind, acc = mp.get("kind", mp.get("mask")), mp.get("acceleration")
     if kind and isinstance(acc, (int, float)):
@@ -36,26 +43,31 @@ def _operator_text(op: dict | None) -> str:
 
 def run(args) -> int:
     if args.action == "info":
-        from idm_imaging.models.registry import REGISTRY, WEIGHTS_DIR
+        from idm_imaging.models.registry import ALIASES, REGISTRY, WEIGHTS_DIR, resolve_name
 
-        if args.name in REGISTRY:
-            folder = WEIGHTS_DIR / REGISTRY[args.name]
+        target, setting = resolve_name(args.name)
+        if target in REGISTRY:
+            folder = WEIGHTS_DIR / REGISTRY[target]
             if not folder.is_dir():
                 raise UserError(f"NAME {args.name!r} is registered but its folder {folder} is missing")
             info = model_info(folder, args.name)
+            if setting:
+                info.update(alias_of=target, setting=setting)
         elif Path(args.name).expanduser().is_dir():
             info = model_info(Path(args.name).expanduser())
         else:
-            raise UserError(f"NAME {args.name!r} is neither an embedded model ({sorted(REGISTRY) or 'none'}) "
-                            "nor a model folder")
+            raise UserError(f"NAME {args.name!r} is neither an embedded model ({sorted(REGISTRY) or 'none'}; "
+                            f"aliases: {sorted(ALIASES) or 'none'}) nor a model folder")
         if args.json:
             print(json.dumps(info, indent=2))
         else:
             for k in ("name", "task", "T", "backbone", "folder", "model_card"):
                 print(f"{k:<11} {info[k] if info[k] is not None else '-'}")
             print(f"{'operator':<11} {json.dumps(info['operator']) if info['operator'] else '-'}")
+            if setting:
+                print(f"{'alias of':<11} {target} at {setting_text(setting)}")
         return 0
-    models = embedded_models()
+    models = embedded_models(aliases=True)
     if args.json:
         print(json.dumps(models, indent=2))
         return 0
@@ -65,5 +77,7 @@ def run(args) -> int:
         return 0
     print(f"{'name':<12} {'task':<5} {'T':>3}  operator")
     for m in models:
-        print(f"{m['name']:<12} {m['task'] or '-':<5} {m['T'] or '-':>3}  {_operator_text(m['operator'])}")
+        what = (f"alias of {m['alias_of']} at {setting_text(m['setting'])}" if m.get("alias_of")
+                else _operator_text(m["operator"]))
+        print(f"{m['name']:<12} {m['task'] or '-':<5} {m['T'] or '-':>3}  {what}")
     return 0

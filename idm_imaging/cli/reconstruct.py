@@ -14,8 +14,8 @@ import sys
 import time
 
 from idm_imaging.cli._common import (
-    UserError, acquisition_label, add_acquisition_args, add_input_args, check_acquisition_args, check_device,
-    check_output_path, load_input, operator_factory, positive_int, resolve_model, select_slices,
+    UserError, acquisition_label, add_acquisition_args, add_input_args, apply_model_setting, check_acquisition_args,
+    check_device, check_output_path, load_input, operator_factory, positive_int, resolve_model, select_slices,
 )
 
 
@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("model and execution")
     g.add_argument("--model", metavar="NAME|DIR",
                    help="embedded model name, trained model folder, or 'pinv' (default: the embedded model of the "
-                        "task, else the pseudo-inverse)")
+                        "task, else the pseudo-inverse); an alias such as mri-8x also sets --acceleration / "
+                        "--ratio when not given (idm-imaging models list)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=4, help="slices per model call (default: %(default)s)")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -62,6 +63,8 @@ def run(args) -> int:
     check_device(args.device)
     inp = load_input(args.input, args)
     select_slices(inp, args.slices)
+    if not inp.measured:  # measured k-space brings its own mask
+        apply_model_setting(args)
     check_acquisition_args(args, need_mask=not inp.measured)
     out = check_output_path(args.out, inp.volume.ndim, inputs=(args.input,), overwrite=args.overwrite)
     try:
