@@ -132,6 +132,55 @@ def test_mismatched_checkpoint_lists_keys(tmp_path):
         IDM.from_pretrained(tmp_path)
 
 
+def test_config_with_former_image_channels_loads_silently(tmp_path):
+    """Configs saved before ``image_channels`` was dropped carry ``"image_channels": 1``: loaded without a
+    warning or a diffusers log line, and not written back; another value is refused."""
+    import logging
+    import warnings
+
+    model = IDM(T=1)
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert "image_channels" not in cfg
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "image_channels": 1}))
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loaded = IDM.from_pretrained(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert not records, [r.getMessage() for r in records]
+    assert "image_channels" not in loaded.config
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "image_channels": 2}))
+    with pytest.raises(ValueError, match="image_channels"):
+        IDM.from_pretrained(tmp_path)
+
+
+def test_sampling_steps_share_the_backbone():
+    """Each step's F is a module holding the model by reference: no per-step state-dict keys, and the
+    reversible backward differentiates it with respect to exactly the parameters it reads."""
+    import copy
+
+    model = IDM(backbone_type="UNet2DModel", T=2)
+    assert [k for k in model.state_dict() if k.startswith("sampler.")] == ["sampler.couplings.0.v",
+                                                                           "sampler.couplings.1.v"]
+    names = {id(p): k for k, p in model.named_parameters()}
+    for k, c in enumerate(model.sampler.couplings):
+        used = {names[id(p)] for p in c.body_params()}
+        expected = {n for n in names.values() if n.startswith(("unet.", "adapter.")) or n == "alpha_logits"}
+        other = 1 - k
+        expected = {n for n in expected if f".to_image.{other}." not in n and f".to_features.{other}." not in n}
+        assert used == expected
+        assert any(f".to_image.{k}." in n for n in used)
+    twin = copy.deepcopy(model)
+    assert all(c.body.model is twin for c in twin.sampler.couplings)
+
+
 def test_pickle_checkpoints_refused_and_names_resolved(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(dict(IDM(T=1).config)))
     (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-import types
 import warnings
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..solvers import measured_mean_shift, tv_fista
+from .injector import StepContext
 from .registry import resolve_checkpoint
 from .reversible import Coupling, ReversibleSequence
 from .unet import SUPPORTED_BACKBONES, ReversibleUNet, build_diffusers_unet, clean_config
 
-__all__ = ["IDM", "ImageAdapter", "measured_mean_shift"]
+__all__ = ["IDM", "ImageAdapter", "RunContext", "SamplingStep", "measured_mean_shift"]
 
 TASKS = ("cs", "mri")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -101,6 +101,122 @@ def _schedule_init(cfg: dict, T: int, warm: bool = False) -> torch.Tensor:
     return sched.alphas_cumprod[ts].to(torch.float64)
 
 
+def _reflect_pad(x: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    return F.pad(x, (0, pad[1], 0, pad[0]), mode="reflect") if pad != (0, 0) else x
+
+
+@dataclass(frozen=True, eq=False)
+class RunContext:
+    """What every sampling step of one call reads (built by ``IDM._prepare``; handed to the steps unchanged).
+
+    Args:
+        y: the measurements on the model's device, in the shape ``operator.A`` gives: real in the model's dtype
+            (task ``"cs"``) or complex64 / complex128 (task ``"mri"``).
+        operator: the operator the steps project with; for block CS of a size that is no multiple of the block,
+            the uncropped operator of the zero-padded grid.
+        measured_operator: the operator as given (for the measured-mean shift of the output).
+        size: ``(H, W)`` of ``A_dagger(y)``, the image the steps reconstruct.
+        pad: ``(bottom, right)`` reflect padding that makes ``H`` and ``W`` multiples of the backbone's
+            downsampling.
+        aty_padded: ``A_dagger(y)`` as real channels, padded: ``(B, c, H + pad[0], W + pad[1])`` in the model's
+            real dtype (``c = 2`` for complex images as real/imaginary channels, else 1).
+        out_size: ``(H, W)`` the output is cropped to (the block-CS case above), else None.
+    """
+
+    y: torch.Tensor
+    operator: Any
+    measured_operator: Any
+    size: tuple[int, int]
+    pad: tuple[int, int]
+    aty_padded: torch.Tensor
+    out_size: tuple[int, int] | None = None
+
+    def pad_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, c, H, W) -> (B, c, H + pad[0], W + pad[1])`` (reflect)."""
+        return _reflect_pad(x, self.pad)
+
+    def crop_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`pad_image`."""
+        return x[..., : self.size[0], : self.size[1]] if self.pad != (0, 0) else x
+
+
+class SamplingStep(nn.Module):
+    """``F`` of one sampling step: the UNet's noise estimate, the DDIM update and the range-null-space
+    projection (see the module docstring); ``(B, c, H, W) -> (B, c, H, W)`` real channels.
+
+    All steps share the model's backbone, adapter and alphas: the step holds the model by reference (not as a
+    submodule, so the state dict keeps one copy and no per-step keys) and :meth:`parameters_used` lists what
+    ``F`` reads, for the reversible backward (:class:`~.reversible.Coupling`'s ``params``).
+
+    Args:
+        model: the :class:`IDM` the step belongs to.
+        k: index of the step in the sampler (``k = 0`` is ``t = T``).
+    """
+
+    def __init__(self, model: IDM, k: int):
+        super().__init__()
+        object.__setattr__(self, "model", model)  # a plain reference: registered, the model would contain itself
+        self.k = int(k)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+    def parameters_used(self) -> list[torch.Tensor]:
+        """The tensors requiring grad that ``F`` depends on: the backbone without the other steps' injector
+        convs, the adapter and the alpha logits."""
+        m = self.model
+        params = [*m.unet.step_parameters(self.k), *m.adapter.parameters(), m.alpha_logits]
+        return [p for p in params if p.requires_grad]
+
+    def _project(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        """Range-null-space step ``x - A^+(A x - y)`` on the (complex) image; autocast off for accuracy."""
+        m = self.model
+        with torch.autocast(x.device.type, enabled=False):
+            z = m._to_complex(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+            op = ctx.operator
+            return m._to_real(z - op.A_dagger(op.A(z) - ctx.y))
+
+    def _inject_project(self, img: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        """A^+ A img for the injectors, on the padded real-channel image."""
+        m = self.model
+        with torch.autocast(img.device.type, enabled=False):
+            z = m._to_complex(ctx.crop_image(img).float())
+            op = ctx.operator
+            return ctx.pad_image(m._to_real(op.A_dagger(op.A(z))))
+
+    def forward(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        m, k = self.model, self.k
+        a = m.alphas()
+        t = m.T - 1 - k
+        a_t = a[t]
+
+        def project(im):
+            return self._inject_project(im, ctx)
+
+        if m.complex_as_batch:  # (B, 2, H, W) <-> (2B, 1, H, W): re/im as two grayscale images
+            fold = lambda v: v.reshape(-1, 1, *v.shape[-2:])  # noqa: E731
+            unfold = lambda v: v.reshape(-1, 2, *v.shape[-2:])  # noqa: E731
+            sctx = StepContext(step=k, project=lambda im: fold(project(unfold(im))), aty=fold(ctx.aty_padded))
+            h = m.unet(m.adapter.to_unet(fold(ctx.pad_image(x))), sctx)
+            eps = ctx.crop_image(unfold(m.adapter.from_unet(h)))
+        else:
+            sctx = StepContext(step=k, project=project, aty=ctx.aty_padded)
+            eps = ctx.crop_image(m.adapter.from_unet(m.unet(m.adapter.to_unet(ctx.pad_image(x)), sctx)))
+        if m.config.prediction == "residual":  # the output r corrects the clean estimate directly
+            x0 = x / a_t.sqrt() + eps
+            eps = -(a_t / (1 - a_t)).sqrt() * eps
+        else:
+            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        if m.projection:
+            x0 = self._project(x0, ctx)
+        if t == 0:  # a_0 = 1: sqrt(a_0) x0 + sqrt(1 - a_0) eps is x0 itself (saves a fill and five kernels)
+            return x0
+        a_prev = a[t - 1]
+        if x0.dtype == eps.dtype:  # one fused multiply-add
+            return torch.addcmul(x0 * a_prev.sqrt(), eps, (1 - a_prev).sqrt())
+        return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+
 class IDM(ModelMixin, ConfigMixin):
     """Invertible Diffusion Model for compressed-sensing / MRI reconstruction.
 
@@ -109,7 +225,6 @@ class IDM(ModelMixin, ConfigMixin):
         backbone_config: the diffusers config dict of the backbone (default: a tiny SD-style config).
         T: number of sampling steps (>= 1).
         task: ``"cs"`` (real grayscale images, real operator) or ``"mri"`` (complex images, complex operator).
-        image_channels: image channels (1; complex images are 1 complex channel).
         operator_config: the operator settings the model was trained for (informational, from
             ``operator.get_config()``).
         reversible: memory-saving reversible backward (True) or plain autograd (False); same parameters.
@@ -156,6 +271,17 @@ class IDM(ModelMixin, ConfigMixin):
 
     config_name = "config.json"
 
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' split of a config into ``__init__`` arguments, after dropping ``image_channels``: configs saved
+        before that argument was removed carry ``"image_channels": 1``, the only value it took."""
+        config_dict = dict(config_dict)
+        legacy = config_dict.pop("image_channels", 1)
+        if legacy != 1:
+            raise ValueError(f"image_channels: only single-channel (grayscale or complex) images are supported, "
+                             f"got {legacy!r}")
+        return super().extract_init_dict(config_dict, **kwargs)
+
     @register_to_config
     def __init__(
         self,
@@ -163,7 +289,6 @@ class IDM(ModelMixin, ConfigMixin):
         backbone_config: dict | None = None,
         T: int = 3,
         task: str = "cs",
-        image_channels: int = 1,
         operator_config: dict | None = None,
         reversible: bool = True,
         schedule: dict | None = None,
@@ -194,8 +319,6 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"prediction: must be 'epsilon' or 'residual', got {prediction!r}")
         if complex_as_batch and task != "mri":
             raise ValueError("complex_as_batch: only for task 'mri' (complex images)")
-        if image_channels != 1:
-            raise ValueError(f"image_channels: only single-channel (grayscale or complex) images are supported, got {image_channels}")
         if backbone_config is None:
             backbone_config = tiny_backbone_config(backbone_type)
         if not isinstance(backbone_config, dict):
@@ -220,10 +343,8 @@ class IDM(ModelMixin, ConfigMixin):
         self.alpha_logits = nn.Parameter(torch.log(a / (1 - a)).float())  # a_t = sigmoid(logit), t = 1..T
         self.input_scale = nn.Parameter(torch.tensor(1.0))  # s: x2 = s x1 at the start
         self.merge_scale = nn.Parameter(torch.tensor(0.0))  # m: output y1 + m y2
-        params = lambda: [p for p in self.parameters() if p.requires_grad]  # noqa: E731 (shared backbone)
-        self.sampler = ReversibleSequence(
-            [Coupling(partial(self._step, k), params=params) for k in range(T)]
-        )
+        steps = [SamplingStep(self, k) for k in range(T)]
+        self.sampler = ReversibleSequence([Coupling(s, params=s.parameters_used) for s in steps])
 
     # ------------------------------------------------------------------ modes
     @property
@@ -246,54 +367,9 @@ class IDM(ModelMixin, ConfigMixin):
     def _to_real(self, z):
         return torch.cat([z.real, z.imag], dim=1) if self.is_complex else z
 
-    def _project(self, x, ctx):
-        """Range-null-space step ``x - A^+(A x - y)`` on the (complex) image; autocast off for accuracy."""
-        with torch.autocast(x.device.type, enabled=False):
-            z = self._to_complex(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
-            op = ctx.operator
-            return self._to_real(z - op.A_dagger(op.A(z) - ctx.y))
-
-    def _pad(self, x, ctx):
-        return F.pad(x, (0, ctx.pad[1], 0, ctx.pad[0]), mode="reflect") if ctx.padded else x
-
-    def _crop(self, x, ctx):
-        return x[..., : ctx.size[0], : ctx.size[1]] if ctx.padded else x
-
-    def _inject_project(self, img, ctx):
-        """A^+ A img for the injectors, on the padded real-channel image."""
-        with torch.autocast(img.device.type, enabled=False):
-            z = self._to_complex(self._crop(img, ctx).float())
-            op = ctx.operator
-            return self._pad(self._to_real(op.A_dagger(op.A(z))), ctx)
-
-    def _step(self, k: int, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+    def _step(self, k: int, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         """``F`` of sampling step ``k`` (k = 0 is t = T): (B, c, H, W) -> (B, c, H, W)."""
-        a = self.alphas()
-        t = self.T - 1 - k
-        a_t = a[t]
-        project = partial(self._inject_project, ctx=ctx)
-        if self.complex_as_batch:  # (B, 2, H, W) <-> (2B, 1, H, W): re/im as two grayscale images
-            fold = lambda v: v.reshape(-1, 1, *v.shape[-2:])  # noqa: E731
-            unfold = lambda v: v.reshape(-1, 2, *v.shape[-2:])  # noqa: E731
-            uctx = types.SimpleNamespace(step=k, aty=fold(ctx.aty_padded), project=lambda im: fold(project(unfold(im))))
-            h = self.unet(self.adapter.to_unet(fold(self._pad(x, ctx))), uctx)
-            eps = self._crop(unfold(self.adapter.from_unet(h)), ctx)
-        else:
-            uctx = types.SimpleNamespace(step=k, aty=ctx.aty_padded, project=project)
-            eps = self._crop(self.adapter.from_unet(self.unet(self.adapter.to_unet(self._pad(x, ctx)), uctx)), ctx)
-        if self.config.prediction == "residual":  # the output r corrects the clean estimate directly
-            x0 = x / a_t.sqrt() + eps
-            eps = -(a_t / (1 - a_t)).sqrt() * eps
-        else:
-            x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if self.projection:
-            x0 = self._project(x0, ctx)
-        if t == 0:  # a_0 = 1: sqrt(a_0) x0 + sqrt(1 - a_0) eps is x0 itself (saves a fill and five kernels)
-            return x0
-        a_prev = a[t - 1]
-        if x0.dtype == eps.dtype:  # one fused multiply-add
-            return torch.addcmul(x0 * a_prev.sqrt(), eps, (1 - a_prev).sqrt())
-        return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        return self.sampler.couplings[k].body(x, ctx)
 
     # ------------------------------------------------------------------ call
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
@@ -357,7 +433,7 @@ class IDM(ModelMixin, ConfigMixin):
                           f"{operator.permute}: expect 2-8 dB less (use that seed, or a model trained with "
                           "finetune.fresh_operator_per_step)", UserWarning, stacklevel=3)
 
-    def _prepare(self, y, operator):
+    def _prepare(self, y: torch.Tensor, operator: Any) -> tuple[torch.Tensor, RunContext]:
         """Move/convert ``y``, check sizes; return the start ``x_T`` (real channels) and the run context."""
         param = self.alpha_logits
         device, rdtype = param.device, param.dtype
@@ -389,10 +465,9 @@ class IDM(ModelMixin, ConfigMixin):
         pad = ((-H) % f, (-W) % f)
         if (pad[0] and pad[0] >= H) or (pad[1] and pad[1] >= W):
             raise ValueError(f"y: image {H}x{W} too small for the backbone (downsampling {f})")
-        ctx = types.SimpleNamespace(y=y, operator=operator, size=(H, W), pad=pad, padded=pad != (0, 0),
-                                    out_size=out_size, measured_operator=measured_operator)
         aty_r = self._to_real(aty)
-        ctx.aty_padded = self._pad(aty_r, ctx)
+        ctx = RunContext(y=y, operator=operator, measured_operator=measured_operator, size=(H, W), pad=pad,
+                         aty_padded=_reflect_pad(aty_r, pad), out_size=out_size)
         start = aty_r
         if self.config.start == "tv":
             with torch.autocast(device.type, enabled=False):

@@ -13,11 +13,32 @@ coupling, so the residual form keeps the block shape-preserving. One pair of con
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Injector"]
+__all__ = ["Injector", "StepContext"]
+
+
+@dataclass(frozen=True, eq=False)
+class StepContext:
+    """What the injectors read at one sampling step; passed unchanged through the UNet's couplings.
+
+    Args:
+        step: index of the sampling step (0 is ``t = T``); selects the injectors' per-step convs.
+        project: ``img -> A_dagger(A img)`` on the padded real-channel image ``(N, c, H, W)``; same shape out,
+            computed with autocast off in at least float32.
+        aty: the padded ``A_dagger(y)`` as real channels, ``(N, c, H, W)``, in the model's real dtype. ``N`` and
+            ``c`` are the batch and image channels the UNet sees (``c = 2`` for complex images as real/imaginary
+            channels, else 1).
+    """
+
+    step: int
+    project: Callable[[torch.Tensor], torch.Tensor]
+    aty: torch.Tensor
 
 
 class Injector(nn.Module):
@@ -29,13 +50,13 @@ class Injector(nn.Module):
         steps: number of sampling steps ``T`` (one conv pair per step).
         image_channels: 1 for real images, 2 for complex ones (real/imaginary channels).
 
-    ``forward(h, ctx)`` reads ``ctx.step`` (int), ``ctx.project`` (image -> A_dagger(A image), on the padded
-    real-channel image) and ``ctx.aty`` (padded ``A_dagger(y)`` as real channels ``(B, c, H, W)``).
+    ``forward(h, ctx)``: ``h`` features ``(B, C, H/f, W/f)``, ``ctx`` a :class:`StepContext`; returns the shape of
+    ``h``.
 
     Example:
-        >>> import torch, types
+        >>> import torch
         >>> inj = Injector(channels=8, factor=2, steps=3)
-        >>> ctx = types.SimpleNamespace(step=0, project=lambda im: im, aty=torch.zeros(1, 1, 16, 16))
+        >>> ctx = StepContext(step=0, project=lambda im: im, aty=torch.zeros(1, 1, 16, 16))
         >>> inj(torch.randn(1, 8, 8, 8), ctx=ctx).shape
         torch.Size([1, 8, 8, 8])
     """
@@ -50,7 +71,7 @@ class Injector(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
-    def forward(self, h: torch.Tensor, ctx) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         t, f = ctx.step, self.factor
         img = F.pixel_shuffle(self.to_image[t](h), f) if f > 1 else self.to_image[t](h)
         z = torch.cat([img, ctx.project(img), ctx.aty], dim=1)  # cat promotes dtypes

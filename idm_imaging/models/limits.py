@@ -29,7 +29,6 @@ MAX_PARAMETERS = 4e9  # about 5x Stable Diffusion's UNet
 # key -> (min, max) for ints of an IDM config and of its backbone (diffusers UNet) config
 _INT_RANGES = {
     "T": (1, 1000, "sampling steps"),
-    "image_channels": (1, 4, "image channels"),
     "layers_per_block": (1, 16, "resnets per UNet block"),
     "transformer_layers_per_block": (1, 16, "transformer layers per UNet block"),
     "in_channels": (1, 64, "UNet input channels"),
@@ -84,8 +83,6 @@ def check_model_config(config: dict, where: str = "config") -> None:
         raise ValueError(f"{where}: expected a JSON object, got {type(config).__name__}")
     if "T" in config:
         _check_int(where, "T", config["T"])
-    if config.get("image_channels") is not None:
-        _check_int(where, "image_channels", config["image_channels"])
     backbone = config.get("backbone_config")
     if backbone is not None:
         if not isinstance(backbone, dict):

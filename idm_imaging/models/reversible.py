@@ -15,6 +15,10 @@ are therefore never stored across the sequence; the engine nests (an ``F`` may i
   skip connections). They are explicit inputs of the autograd function.
 * ``ctx``: any Python object (measurement, operator, step index) handed to every ``F`` unchanged; it is not
   differentiated and is kept by the autograd node so that backward recomputes ``F`` in the same context.
+* Parameters: backward differentiates each recomputed ``F`` with respect to :meth:`Coupling.body_params`, the
+  tensors requiring grad that ``F`` depends on: the body's own parameters, or, for a body that uses parameters
+  registered elsewhere (sampling steps sharing one backbone), those its ``params`` callable lists. A tensor
+  ``F`` reads but that is missing from that list gets no gradient.
 * Autocast: the autocast state of the forward call (CPU and CUDA) is re-entered in backward, so the
   recomputation runs the same kernels as the forward pass.
 """
@@ -46,10 +50,13 @@ class Coupling(nn.Module):
     """Additive coupling ``y1 = (1 - v) F(x1, *sides, ctx) + v x2``, ``y2 = x1``.
 
     Args:
-        body: ``F``; an ``nn.Module`` (registered, its parameters receive gradients) or a plain callable
-            together with ``params`` (a zero-argument callable returning the tensors ``F`` depends on).
+        body: ``F``; an ``nn.Module`` (registered under this coupling) or a plain callable (not registered; needs
+            ``params``).
         v: initial value of the learned mixing scalar (must stay away from 0 for a stable inverse).
         n_sides: how many side tensors ``F`` takes (they are consumed in order from the sequence's ``sides``).
+        params: zero-argument callable returning the tensors requiring grad that ``F`` depends on, for a body
+            whose parameters are registered elsewhere (a backbone shared by several couplings); default: the
+            body's own parameters.
 
     Shapes: ``x1``, ``x2`` any shape, equal; ``F(x1)`` has the shape of ``x1``. ``F`` is called as
     ``body(x1, *sides, ctx=ctx)``.
@@ -82,10 +89,10 @@ class Coupling(nn.Module):
         self.v = nn.Parameter(torch.tensor(float(v)))
 
     def body_params(self) -> list[torch.Tensor]:
-        """Tensors requiring grad that ``F`` depends on (excluding ``v``)."""
-        if self._params is not None:
-            return list(self._params())
-        return [p for p in self.body.parameters() if p.requires_grad]
+        """Tensors requiring grad that ``F`` depends on (excluding ``v``): what the reversible backward
+        differentiates the recomputed ``F`` with respect to."""
+        params = self._params() if self._params is not None else self.body.parameters()
+        return [p for p in params if p.requires_grad]
 
     def f(self, x1, sides=(), ctx=None):
         return self.body(x1, *sides, ctx=ctx)
@@ -215,9 +222,9 @@ class ReversibleSequence(nn.Module):
     """A chain of :class:`Coupling` s; ``forward(x1, x2, sides=(), ctx=None) -> (y1, y2)``.
 
     With ``reversible=True`` and gradients enabled, intermediate activations are not stored (see module
-    docstring); with ``reversible=False`` it is an ordinary autograd loop with the same parameters.
-    ``params`` (optional callable) lists extra tensors the couplings' bodies depend on that are not
-    registered under this module (e.g. a backbone shared by all sampling steps).
+    docstring); with ``reversible=False`` it is an ordinary autograd loop with the same parameters. The
+    parameters the reversible backward differentiates are the union of the couplings' :meth:`Coupling.body_params`
+    and mixing scalars.
 
     Example:
         >>> import torch

@@ -30,12 +30,11 @@ backward recomputation is deterministic.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import torch
 from torch import nn
 
-from .injector import Injector
+from .injector import Injector, StepContext
 from .reversible import Coupling, ReversibleSequence, checkpointed
 
 __all__ = ["ReversibleUNet", "SUPPORTED_BACKBONES", "build_diffusers_unet"]
@@ -328,17 +327,19 @@ class ReversibleUNet(nn.Module):
         image_channels: 1 (real) or 2 (complex as real/imag) -- the injectors' image channels.
         unet: an existing diffusers UNet to take the modules from (its weights are used); else built.
 
-    ``forward(x, ctx)``: ``ctx`` carries ``step``, ``project`` and ``aty`` for the injectors. ``H`` and ``W``
+    ``forward(x, ctx)``: ``ctx`` is the :class:`~.injector.StepContext` the injectors read. ``H`` and ``W``
     must be divisible by :attr:`downsampling`. ``reversible`` switches couplings and checkpointing on/off.
     ``diffusers_key_map`` maps this module's parameter names to the source UNet's state-dict keys.
+    :meth:`step_parameters` lists the parameters one sampling step uses.
 
     Example:
-        >>> import types, torch
+        >>> import torch
+        >>> from idm_imaging.models.injector import StepContext
         >>> cfg = dict(block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4, in_channels=1,
         ...            out_channels=1, down_block_types=["DownBlock2D", "DownBlock2D"],
         ...            up_block_types=["UpBlock2D", "UpBlock2D"], sample_size=16)
         >>> net = ReversibleUNet("UNet2DModel", cfg, steps=1, pixel_factor=1)
-        >>> ctx = types.SimpleNamespace(step=0, project=lambda im: im, aty=torch.zeros(1, 1, 16, 16))
+        >>> ctx = StepContext(step=0, project=lambda im: im, aty=torch.zeros(1, 1, 16, 16))
         >>> net(torch.randn(1, 1, 16, 16), ctx).shape
         torch.Size([1, 1, 16, 16])
     """
@@ -407,7 +408,17 @@ class ReversibleUNet(nn.Module):
             for k, d in self.diffusers_key_map.items():
                 own[k].copy_(state[d])
 
-    def forward(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+    def step_parameters(self, step: int) -> list[nn.Parameter]:
+        """The parameters a forward at sampling step ``step`` reads: all but the other steps' injector convs."""
+        others = set()
+        for m in self.modules():
+            if isinstance(m, Injector):
+                for j, convs in enumerate(zip(m.to_image, m.to_features)):
+                    if j != step:
+                        others.update(id(p) for conv in convs for p in conv.parameters())
+        return [p for p in self.parameters() if id(p) not in others]
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         skips: list[torch.Tensor] = []
         h = x
         for op in self.ops:
