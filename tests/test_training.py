@@ -321,6 +321,26 @@ def test_finetune_l1_decreases(images, tmp_path, tiny_prior, task):
 
 
 @pytest.mark.parametrize("task", ["cs", "mri"])
+def test_finetune_psnr_loss_is_minus_the_mean_psnr(images, tmp_path, tiny_prior, task):
+    """finetune.loss = "psnr": the mean over images of 10 log10(MSE) (peak 1), whatever the error's scale."""
+    from idm_imaging.training.finetune import FinetuneStage
+
+    d = _cfg(images, tmp_path / "ft", kind="finetune")
+    d["finetune"].update(prior=str(tiny_prior), task=task, loss="psnr")
+    stage = FinetuneStage(load_config(d))
+    x = torch.rand(2, 1, 32, 32)
+    x = x.to(torch.complex64) if task == "mri" else x
+    err = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # image 0 off by 0.1 everywhere, image 1 by 0.01
+    model = lambda y, op: x + err  # noqa: E731
+    mse = err.flatten() ** 2 / (2 if task == "mri" else 1)  # complex: the error is in the real part only
+    expect = float((10 * torch.log10(mse)).mean())
+    assert abs(float(stage.loss(model, x, torch.Generator().manual_seed(0), step=0)) - expect) < 1e-3
+    d["finetune"]["loss"] = "l2"
+    with pytest.raises(ValueError, match="finetune.loss"):
+        load_config(d)
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
 def test_finetune_operator_fresh_per_step_or_fixed(images, tmp_path, tiny_prior, task):
     """fresh_operator_per_step draws each step's matrix / mask from the step's generator (reproducible, different
     across steps); off, every step uses operator_seed. The former key fresh_mask_per_step is still read."""

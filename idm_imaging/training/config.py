@@ -191,7 +191,7 @@ class FinetuneConfig:
 
     ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
     embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an
-    embedded name such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to fine-tune a shipped model on
+    embedded name such as ``"mri"`` or an alias such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to fine-tune a shipped model on
     your own data or to continue a run on another day; its task and T must match this section. Give exactly one of the
     two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed)``; ``task = "mri"``:
     ``SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``. With
@@ -305,9 +305,9 @@ class RunConfig:
     def model_ref(self, value: str) -> str:
         """``finetune.prior`` / ``finetune.init``: an embedded model name (``"prior-gray"``, ``"cs-0.1"``) as is,
         anything else a path resolved like :meth:`resolve`; ``""`` (not set) stays ``""``."""
-        from idm_imaging.models.registry import REGISTRY
+        from idm_imaging.models.registry import REGISTRY, resolve_name
 
-        return value if not value or value in REGISTRY else str(self.resolve(value))
+        return value if not value or resolve_name(value)[0] in REGISTRY else str(self.resolve(value))
 
     @property
     def output_path(self) -> Path:
