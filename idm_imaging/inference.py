@@ -32,13 +32,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume", "intensity_range",
-           "volume_metrics", "resolve_device", "kspace_slice_network", "bf16_is_fast", "resolve_precision"]
+__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume", "SliceBatch",
+           "iter_slice_batches", "to_units", "intensity_range", "volume_metrics", "resolve_device",
+           "kspace_slice_network", "bf16_is_fast", "resolve_precision"]
 
 
 @dataclass
@@ -250,36 +251,29 @@ def iter_reconstruct_volume(
 
     if isinstance(model, torch.nn.Module):
         model.to(dev)
+
+    def measure(start: int, stop: int) -> torch.Tensor:
+        xb = ((x[start:stop, None] - offset) / scale).to(dev)
+        if op.is_complex and not xb.is_complex():
+            xb = xb.to(torch.complex64)
+        if measured:
+            return xb
+        if sigma > 0:
+            return torch.cat([op.measure(xb[i:i + 1], sigma=float(sigma), seed=int(seed) + start + i)
+                              for i in range(stop - start)])
+        return op.A(xb)
+
     pinv, recon, meas = [], [], []
     yield 0, depth
-    with torch.no_grad():
-        for start in range(0, depth, batch_size):
-            stop = min(start + batch_size, depth)
-            xb = ((x[start:stop, None] - offset) / scale).to(dev)
-            if op.is_complex and not xb.is_complex():
-                xb = xb.to(torch.complex64)
-            if measured:
-                y = xb
-            elif sigma > 0:
-                y = torch.cat([op.measure(xb[i:i + 1], sigma=float(sigma), seed=int(seed) + start + i)
-                               for i in range(stop - start)])
-            else:
-                y = op.A(xb)
-            meas.append(y.cpu())
-            pinv.append(op.A_dagger(y)[:, 0].cpu())
-            if model is not None:
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    out = model(y, op)
-                if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != (stop - start, 1):
-                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ValueError(f"model: expected an output of shape ({stop - start}, 1, H, W), got {got}")
-                out = out.to(torch.complex64 if out.is_complex() else torch.float32)
-                recon.append(out[:, 0].cpu())
-            yield stop, depth
+    for batch in iter_slice_batches(measure, depth, op, model, batch_size=batch_size, precision=precision):
+        meas.append(batch.y.cpu())
+        pinv.append(batch.pinv[:, 0].cpu())
+        if batch.recon is not None:
+            recon.append(batch.recon[:, 0].cpu())
+        yield batch.stop, depth
 
     def back(parts: list[torch.Tensor]) -> torch.Tensor:
-        t = torch.cat(parts)
-        t = (t.real if real_out and t.is_complex() else t) * scale + offset
+        t = to_units(torch.cat(parts), offset, scale, real_out)
         return t[0] if squeeze else t
 
     ref = None if measured else (x[0] if squeeze else x)
@@ -289,6 +283,61 @@ def iter_reconstruct_volume(
         info={"device": str(dev), "batch_size": batch_size, "sigma": float(sigma), "seed": int(seed),
               "measured": bool(measured), "slices": depth, "precision": precision if model is not None else None},
     )
+
+
+class SliceBatch(NamedTuple):
+    """One batch of :func:`iter_slice_batches`: slices ``start:stop``; ``y`` the measurement ``(B, 1, ...)``,
+    ``pinv`` ``A^+ y`` ``(B, 1, H, W)`` (None when not asked for and a model ran), ``recon`` the model's output
+    ``(B, 1, H, W)`` as float32 / complex64 (None without a model). All on the operator's device, model units."""
+
+    start: int
+    stop: int
+    y: torch.Tensor
+    pinv: torch.Tensor | None
+    recon: torch.Tensor | None
+
+
+def iter_slice_batches(
+    measure: Callable[[int, int], torch.Tensor],
+    total: int,
+    operator: torch.nn.Module,
+    model: Callable | None = None,
+    *,
+    batch_size: int = 4,
+    precision: str = "fp32",
+    pinv: bool = True,
+) -> Iterator[SliceBatch]:
+    """The slice engine: ``total`` slices, ``batch_size`` per model call, one :class:`SliceBatch` per batch.
+
+    :func:`iter_reconstruct_volume` (the command line, the napari plugin) and the MONAI transform
+    :class:`idm_imaging.transforms.IDMReconstruct` run through it. ``measure(start, stop)`` returns the
+    measurements ``(stop - start, 1, ...)`` of slices ``start:stop`` on the device of ``operator`` and ``model``,
+    in the model's units; ``model(y, operator) -> (B, 1, H, W)`` or None (``A^+ y`` only); ``precision`` as
+    resolved by :func:`resolve_precision`; ``pinv``: also ``A^+ y`` when a model runs. Callers check
+    ``batch_size``. Raises ValueError when the model's output is not ``(B, 1, H, W)``. Gradients are off within
+    a batch, not across the yields.
+    """
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        with torch.no_grad():
+            y = measure(start, stop)
+            p = operator.A_dagger(y) if pinv or model is None else None
+            out = None
+            if model is not None:
+                with torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    out = model(y, operator)
+                if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != (stop - start, 1):
+                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise ValueError(f"model: expected an output of shape (B, 1, H, W) with B={stop - start}, "
+                                     f"got {got}")
+                out = out.to(torch.complex64 if out.is_complex() else torch.float32)
+        yield SliceBatch(start, stop, y, p, out)
+
+
+def to_units(t: torch.Tensor, offset: float, scale: float, real_out: bool = False) -> torch.Tensor:
+    """Map a result from the model's units back to the image's: ``t * scale + offset``, its real part when
+    ``real_out`` (a real signed image measured by a Fourier operator, see the module docstring)."""
+    return (t.real if real_out and t.is_complex() else t) * scale + offset
 
 
 def volume_metrics(pred: torch.Tensor, target: torch.Tensor, task: str, *, offset: float = 0.0,

@@ -6,9 +6,10 @@ pseudo-inverse baseline) and return a MetaTensor carrying the image's meta, so `
 with the input's affine.
 
 3-D volumes ``(C, H, W, D)`` are reconstructed slice by slice along the last axis, ``batch_size`` slices per
-model call. MONAI's ``SliceInferer`` is not used: it slices an *image-shaped* input on the output grid,
-whereas a block-CS measurement ``(C, q, nh, nw, D)`` does not live on the image grid; slicing the
-measurement's last axis is its equivalent here.
+model call, by the slice engine the command line and the napari plugin use
+(:func:`idm_imaging.inference.iter_slice_batches`). MONAI's ``SliceInferer`` is not used: it slices an
+*image-shaped* input on the output grid, whereas a block-CS measurement ``(C, q, nh, nw, D)`` does not live
+on the image grid; slicing the measurement's last axis is its equivalent here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from idm_imaging.inference import resolve_precision
+from idm_imaging.inference import iter_slice_batches, resolve_precision, to_units
 from idm_imaging.operators import BlockCS, operator_from_config
 from idm_imaging.transforms.acquisition import _from_slices, _like, _normalise_record, _plain
 
@@ -101,16 +102,6 @@ class IDMReconstruct(Transform):
         self.return_complex = bool(return_complex)
         self.precision = precision
 
-    def _run(self, yb: torch.Tensor, op: torch.nn.Module, precision: str = "fp32") -> torch.Tensor:
-        if self.model is None:
-            return op.A_dagger(yb)
-        with torch.autocast(yb.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = self.model(yb, op)
-        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != yb.shape[0] or out.shape[1] != 1:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model: expected an output of shape (B, 1, H, W) with B={yb.shape[0]}, got {shape}")
-        return out
-
     def __call__(self, meas: Any, params: Any, ref: Any = None) -> torch.Tensor:
         rec = _normalise_record(params, "params")
         if not isinstance(meas, torch.Tensor):
@@ -133,22 +124,22 @@ class IDMReconstruct(Transform):
         yb = yb.reshape(n * c, 1, *yb.shape[2:])  # one channel of one slice per batch entry
         op = op.to(device)
         precision = "fp32" if self.model is None else resolve_precision(self.precision, device)
-        with torch.no_grad():
-            offset, scale, real_out = 0.0, 1.0, False
-            if self.model is not None:
+        offset, scale, real_out, shift = 0.0, 1.0, False, None
+        if self.model is not None:
+            with torch.no_grad():
                 offset, scale = _intensity(rec, op, yb, device)
-                real_out = op.is_complex and offset != 0  # a real signed image: see intensity_range
-                shift = offset * op.A(torch.ones(1, 1, *_image_size(op, yb), device=device))
-            chunks = []
-            for i in range(0, n * c, self.batch_size):
-                yc = yb[i : i + self.batch_size].to(device)
-                if self.model is not None:
-                    yc = (yc - shift.to(yc.dtype)) / scale if offset else yc / scale
-                out = self._run(yc, op, precision)
-                if self.model is not None:
-                    out = out.to(torch.complex64 if out.is_complex() else torch.float32)
-                    out = (out.real if real_out and out.is_complex() else out) * scale + offset
-                chunks.append(out)
+                shift = offset * op.A(torch.ones(1, 1, *_image_size(op, yb), device=device)) if offset else None
+            real_out = op.is_complex and offset != 0  # a real signed image: see intensity_range
+
+        def measure(start: int, stop: int) -> torch.Tensor:
+            yc = yb[start:stop].to(device)
+            if self.model is None:
+                return yc
+            return (yc - shift.to(yc.dtype)) / scale if shift is not None else yc / scale
+
+        chunks = [b.pinv if self.model is None else to_units(b.recon, offset, scale, real_out)
+                  for b in iter_slice_batches(measure, n * c, op, self.model, batch_size=self.batch_size,
+                                              precision=precision, pinv=False)]
         x = torch.cat(chunks).to(out_device)
         if x.is_complex() and not self.return_complex:
             x = x.abs()
