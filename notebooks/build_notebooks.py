@@ -80,7 +80,7 @@ plt.tight_layout(); plt.show()"""),
         new_code_cell("""\
 from idm_imaging.metrics import psnr_y, ssim_y
 
-cs_model, cs_label = embedded_or_untrained("cs-0.1", "cs")
+cs_model, cs_label = embedded_or_untrained("cs", "cs")
 with torch.no_grad():
     x_pinv = op.A_dagger(y)
     t0 = time.perf_counter(); x_idm = cs_model(y, op); dt = time.perf_counter() - t0
@@ -240,22 +240,23 @@ print("a few CPU steps only: the fine-tuned model is a smoke test, not a useful 
                           "--ratio 0.25 --block-size 16 --model <output_dir>/model`.\n\n"
                           "## Or continue a shipped model on your images\n\n`finetune.init` starts from an "
                           "embedded model (or any saved IDM folder) instead of a prior: the same acquisition "
-                          "(here `cs-0.1`: block 32, permuted, any seed: `fresh_operator_per_step`, the default, draws a "
-                          "new matrix every step), your data, a small learning rate."),
+                          "(here `cs`: block 32, permuted, any ratio of `ratio_range`, any seed: "
+                          "`fresh_operator_per_step`, the default, draws a new matrix every step), your data, a "
+                          "small learning rate."),
         new_code_cell("""\
 steps_more = 3 if SMALL else 10
 more_cfg = {
-    "stage": "finetune", "seed": 0, "output_dir": str(work / "cs-0.1-mine"),
+    "stage": "finetune", "seed": 0, "output_dir": str(work / "cs-mine"),
     "data": {"train": [str(folder / "*.png")], "patch_size": 64, "batch_size": 2, "num_workers": 0},
     "train": {"steps": steps_more, "lr": 2e-5, "schedule": "constant", "checkpoint_every": steps_more,
               "log_every": 1, "device": "cpu"},
-    "finetune": {"init": "cs-0.1", "T": 3, "task": "cs", "ratio": 0.1, "block_size": 32, "permute": True,
-                 "operator_seed": 0, "reversible": False},
+    "finetune": {"init": "cs", "T": 3, "task": "cs", "ratio_range": [0.01, 0.6], "block_size": 32, "permute": True,
+                 "loss": "psnr", "reversible": False},
 }
 t0 = time.perf_counter(); mine_dir = train(more_cfg); print(f"continued: {time.perf_counter() - t0:.1f} s ->", mine_dir)
 op10 = BlockCS(0.1, block_size=32, permute=True, seed=0, img_size=(64, 64))
 y10 = op10.A(torch.from_numpy(test)[None, None])
-for label, src in (("shipped cs-0.1", "cs-0.1"), ("continued on my images", Path(mine_dir) / "model")):
+for label, src in (("shipped cs at 10 %", "cs"), ("continued on my images", Path(mine_dir) / "model")):
     with torch.no_grad():
         out = IDM.from_pretrained(src).eval()(y10, op10)[0, 0].clamp(0, 1).numpy()
     print(f"{label:24s} {psnr_y(out, test):.2f} dB")"""),

@@ -93,8 +93,11 @@ def test_console_entry_runs_as_module():
     # one row per embedded model, then one per alias
     assert [row.split()[0] for row in rows] == sorted(available_models()) + available_models(aliases=True)[
         len(available_models()):]
-    cs01 = next(row for row in rows if row.startswith("cs-0.1 "))
-    assert cs01.split()[1:4] == ["cs", "3", "BlockCS"] and "ratio=0.1 B=32" in cs01
+    if "cs" in available_models():
+        cs = next(row for row in rows if row.startswith("cs "))
+        assert cs.split()[1:4] == ["cs", "3", "BlockCS"] and "ratio=0.01-0.6 B=32" in cs
+        cs01 = next(row for row in rows if row.startswith("cs-0.1 "))  # the former 10 % model: cs at 10 %
+        assert cs01.split()[1:] == ["cs", "3", "alias", "of", "cs", "at", "ratio", "0.1"], cs01
 
 
 def test_a_bug_is_not_reported_as_a_user_error(monkeypatch):
@@ -282,13 +285,13 @@ def test_models_list_and_info_with_registry(tmp_path, capsys, monkeypatch, tiny_
     code, out, _ = _run(["models"], capsys)
     if not registry.REGISTRY:
         assert code == 0 and "no embedded models" in out
-    elif {"cs", "cs-0.1", "mri"} <= set(registry.available_models()):  # the shipped models' operator records
+    elif {"cs", "mri"} <= set(registry.available_models()):  # the shipped models' operator records
         row = next(line for line in out.splitlines() if line.startswith("mri "))  # every acceleration and mask kind
         assert row.split()[3:] == ["SingleCoilFourier", "2-12x,", "7", "mask", "kinds"], row
         row = next(line for line in out.splitlines() if line.startswith("cs "))  # every ratio of its range
         assert row.split()[3:] == ["BlockCS", "ratio=0.01-0.6", "B=32", "(any", "seed)"], row
-        row = next(line for line in out.splitlines() if line.startswith("cs-0.1"))  # trained with fresh matrices
-        assert row.split()[3:] == ["BlockCS", "ratio=0.1", "B=32", "(any", "seed)"], row
+        row = next(line for line in out.splitlines() if line.startswith("cs-0.1"))
+        assert row.split()[1:] == ["cs", "3", "alias", "of", "cs", "at", "ratio", "0.1"], row
         row = next(line for line in out.splitlines() if line.startswith("mri-8x"))
         assert row.split()[1:] == ["mri", "3", "alias", "of", "mri", "at", "8x"], row
         row = next(line for line in out.splitlines() if line.startswith("cs-0.3"))
@@ -334,6 +337,9 @@ def test_alias_loads_its_model_and_default_model_is_never_an_alias():
             sa, sb = a.state_dict(), b.state_dict()
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert registry.resolve_name("cs") == ("cs", {}) and registry.resolve_name("/some/folder") == ("/some/folder", {})
+    # the former single-ratio models are the range model at their ratio (cs-0.1 included: cs is 2.5 dB above it at 10 %)
+    for alias, ratio in (("cs-0.1", 0.1), ("cs-0.3", 0.3), ("cs-0.5", 0.5)):
+        assert registry.resolve_name(alias) == ("cs", {"ratio": ratio}) and alias not in registry.REGISTRY
     for ratio in (None, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 1.0):
         name = registry.default_model("cs", ratio=ratio)
         assert name is None or (name in registry.REGISTRY and name not in registry.ALIASES), (ratio, name)
@@ -342,14 +348,15 @@ def test_alias_loads_its_model_and_default_model_is_never_an_alias():
         assert name is None or (name in registry.REGISTRY and name not in registry.ALIASES), (acc, name)
     if {"cs", "mri"} <= set(registry.available_models()):
         assert registry.default_model("cs", ratio=0.3) == "cs"
+        assert registry.default_model("cs", ratio=0.1) == "cs" and registry.default_model("cs") == "cs"
         assert registry.default_model("mri", acceleration=8) == "mri"
 
 
 def test_alias_supplies_its_setting_on_the_command_line(tmp_path, capsys, monkeypatch, tiny_mri_model,
                                                         tiny_cs_model):
     """--model mri-8x without --acceleration reconstructs with the mri model at 8x (the same output as naming the
-    model and 8x); a value given wins, and the model then runs under its own name; --model cs-0.3 supplies the
-    ratio."""
+    model and 8x); a value given wins, and the model then runs under its own name; --model cs-0.3 / cs-0.1 supply
+    the ratio."""
     from idm_imaging.models import registry
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tiny_mri_model.parent.parent)
@@ -375,6 +382,10 @@ def test_alias_supplies_its_setting_on_the_command_line(tmp_path, capsys, monkey
     assert "IDM (cs-0.3) on " in text and ": block CS ratio 0.3 (B=16)" in text
     _, cs_named = rec("cs_named.npy", "--task", "cs", "--model", "cs", "--ratio", 0.3, "--block-size", 16)
     assert np.array_equal(cs, cs_named)
+    text, cs01 = rec("cs01.npy", "--task", "cs", "--model", "cs-0.1", "--block-size", 16)
+    assert "IDM (cs-0.1) on " in text and ": block CS ratio 0.1 (B=16)" in text
+    _, cs01_named = rec("cs01_named.npy", "--task", "cs", "--model", "cs", "--ratio", 0.1, "--block-size", 16)
+    assert np.array_equal(cs01, cs01_named) and not np.allclose(cs01, cs)
     code, _, err = _run(["reconstruct", tmp_path / "x.npy", "--out", tmp_path / "no.npy", "--task", "cs",
                          "--model", "cs"], capsys)  # a model's own name implies no setting
     assert code == 2 and "--ratio is required" in err

@@ -26,17 +26,17 @@ def test_lineage_and_samples_count_128_patch_equivalents():
 def test_projection_inverts_an_exact_log_linear_curve(tmp_path):
     # PSNR = 10 + 4 log10(samples): 28 dB needs 10^4.5 samples
     curve = [{"total_steps": k, "samples": 10.0 ** e, "Set11": 10 + 4 * e} for k, e in ((1, 3), (2, 4), (3, 4.25))]
-    text = em.projection("cs-0.1", curve, GPU)
+    text = em.projection("cs", curve, GPU)
     assert "+4.00 dB per 10x training over the last three points, +4.00 over the last two" in text
     assert "31,623 samples" in text
     hours = (10 ** 4.5 - 10 ** 4.25) / 4.0 / 3600
     assert f"about {hours:.1f} GPU-hours" in text
-    assert em.projection("cs-0.1", curve[:2], GPU) == ""  # fewer than three points: no projection
+    assert em.projection("cs", curve[:2], GPU) == ""  # fewer than three points: no projection
     # a flattening curve: the last two points' smaller slope (2 dB per 10x) makes the projection
     curve[-1]["Set11"] = 10 + 4 * 4 + 2 * 0.25
-    assert f"{10 ** 4.25 * 10 ** ((28 - 26.5) / 2):,.0f} samples" in em.projection("cs-0.1", curve, GPU)
+    assert f"{10 ** 4.25 * 10 ** ((28 - 26.5) / 2):,.0f} samples" in em.projection("cs", curve, GPU)
     flat = [dict(p, Set11=25.0) for p in curve]
-    assert "No projection" in em.projection("cs-0.1", flat, GPU)
+    assert "No projection" in em.projection("cs", flat, GPU)
 
 
 def test_update_curve_replaces_a_re_evaluation_of_the_same_model(tmp_path):

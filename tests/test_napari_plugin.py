@@ -124,7 +124,7 @@ def test_bad_batch_size_and_task_mismatch():
 def test_model_choices_and_devices():
     from idm_imaging.models.registry import available_models
 
-    for task, shipped, alias in (("cs", "cs-0.1", "cs-0.3"), ("mri", "mri", "mri-8x")):
+    for task, shipped, alias in (("cs", "cs", "cs-0.1"), ("mri", "mri", "mri-8x")):
         choices = _engine.model_choices(task)
         assert choices[-2:] == [PSEUDO_INVERSE, CHECKPOINT]
         # every embedded model of the task, then its aliases; none of the other task's nor the prior; an

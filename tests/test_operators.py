@@ -348,22 +348,21 @@ def test_blockcs_without_img_size_refuses_a_size_it_cannot_give_back():
     assert BlockCS(0.3).A(torch.rand(1, 1, 64, 96)).shape == (1, 1, 308, 2, 3)  # multiples need no size
 
 
-#: the records the fine-tuning stage writes for single-setting MRI models (FinetuneStage.operator_settings): the
-#: mask settings at the top level
-_SINGLE_MRI = {"mri 4x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 4.0, "center_fraction": 0.08,
-                          "fresh_per_step": True},
-               "mri 8x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 8.0, "center_fraction": 0.04}}
+#: the records the fine-tuning stage writes for single-setting models (FinetuneStage.operator_settings): the ratio
+#: and seed / the mask settings at the top level (the former cs-0.1 folder's record first)
+_SINGLE = {"cs 10 %": {"type": "BlockCS", "ratio": 0.1, "block_size": 32, "permute": True, "seed": 0,
+                       "fresh_per_step": True},
+           "mri 4x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 4.0, "center_fraction": 0.08,
+                      "fresh_per_step": True},
+           "mri 8x": {"type": "SingleCoilFourier", "mask": "random", "acceleration": 8.0, "center_fraction": 0.04}}
 
 
-@pytest.mark.parametrize("folder", ["cs-0.1", "mri 4x", "mri 8x"])
-def test_operator_from_config_takes_the_models_records(folder):
-    from idm_imaging.models.registry import WEIGHTS_DIR
-
-    rec = (_SINGLE_MRI[folder] if folder in _SINGLE_MRI
-           else json.loads((WEIGHTS_DIR / folder / "config.json").read_text())["operator_config"])
+@pytest.mark.parametrize("setting", list(_SINGLE))
+def test_operator_from_config_takes_the_models_records(setting):
+    rec = _SINGLE[setting]
     op = operator_from_config(rec, shape=(64, 64))
     if rec["type"] == "BlockCS":
-        assert (op.ratio, op.block_size, op.permute, op.img_size) == (rec["ratio"], 32, True, (64, 64))
+        assert (op.ratio, op.block_size, op.permute, op.img_size, op.seed) == (rec["ratio"], 32, True, (64, 64), 0)
     else:
         ref = make_mask(rec["mask"], (64, 64), rec["acceleration"], center_fraction=rec["center_fraction"])
         assert torch.equal(op.mask, ref)

@@ -3,7 +3,7 @@
 Simulates a block-CS acquisition (ratio 0.1) of the camera image and a 4x single-coil Cartesian acquisition
 of the Shepp-Logan phantom, reconstructs both, writes side-by-side PNGs and prints PSNR/SSIM.
 When embedded models are installed, IDM runs beside the pseudo-inverse / zero-filled baseline with the model the
-command line picks for each setting (``idm_imaging.models.registry.default_model``: ``cs-0.1`` at 10 %, ``mri`` at
+command line picks for each setting (``idm_imaging.models.registry.default_model``: ``cs`` at 10 %, ``mri`` at
 4x); otherwise only the baseline runs and a note says so.
 """
 

@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a prior or fine-tune an IDM from a TOML config",
                        description=__doc__.split(": ", 1)[1] + " See idm_imaging.training.config for the keys; "
                        "multi-GPU: torchrun --nproc_per_node N -m idm_imaging.training CONFIG.")
-    p.add_argument("config", metavar="CONFIG", help="TOML (or JSON) run config, e.g. configs/cs-0.1.toml")
+    p.add_argument("config", metavar="CONFIG", help="TOML (or JSON) run config, e.g. configs/cs.toml")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
     p.set_defaults(func=run)
 

@@ -14,7 +14,7 @@ Example::
     >>> from idm_imaging.operators import BlockCS
     >>> from idm_imaging.interop.deepinv import IDMReconstructor
     >>> physics = BlockCS(0.25, block_size=16, img_size=(32, 32)).to_deepinv(sigma=0.0)
-    >>> model = IDMReconstructor(IDM(T=1).eval())           # or IDM.from_pretrained("cs-0.1")
+    >>> model = IDMReconstructor(IDM(T=1).eval())           # or IDM.from_pretrained("cs")
     >>> x = torch.rand(1, 1, 32, 32)
     >>> with torch.no_grad():
     ...     x_hat = model(physics(x), physics)              # or deepinv.test(model, loader, physics)

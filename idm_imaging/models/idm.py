@@ -405,7 +405,7 @@ class IDM(ModelMixin, ConfigMixin):
 
     def _warn_if_untrained_setting(self, operator) -> None:
         """Warn when a block-CS operator's ratio or block size is not the one the model was trained for: such a
-        model does not generalise (cs-0.1 at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %); and, for a model
+        model does not generalise (a 10 % model at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %); and, for a model
         trained on one fixed matrix (no ``fresh_per_step``), when the seed or permutation differs (2-8 dB lost)."""
         trained = self.config.operator_config or {}
         if trained.get("type") != "BlockCS" or not callable(getattr(operator, "measurements_per_block", None)):

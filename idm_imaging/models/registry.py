@@ -17,16 +17,15 @@ __all__ = ["REGISTRY", "ALIASES", "WEIGHTS_DIR", "available_models", "resolve_na
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 #: name -> folder name under WEIGHTS_DIR, in the order default_model prefers among models that fit a setting equally:
-#: "cs" (any block-CS ratio of its range) and "mri" (any acceleration and mask kind of its range) are the defaults,
-#: except that "cs-0.1" comes first at exactly 10 %, where it measures about 0.5 dB above "cs" (docs/benchmark-partial.md).
-#: "prior-gray" is a diffusers UNet folder (the diffusion prior, for IDM.from_diffusers and the DDNM/DPS baselines);
-#: "cs-0.1" is a single-setting model (block CS at 10 %).
-REGISTRY: dict[str, str] = {name: name for name in ("cs-0.1", "cs", "mri", "prior-gray")}
+#: "cs" (any block-CS ratio of its range) and "mri" (any acceleration and mask kind of its range) are the defaults.
+#: "prior-gray" is a diffusers UNet folder (the diffusion prior, for IDM.from_diffusers and the DDNM/DPS baselines).
+REGISTRY: dict[str, str] = {name: name for name in ("cs", "mri", "prior-gray")}
 
 #: alias -> (registered model, the acquisition setting the alias stands for: ``ratio`` for block CS,
 #: ``acceleration`` for MRI). These names belonged to single-setting models that "cs" and "mri" beat on every
 #: benchmark row; they load "cs" / "mri" now, and supply their setting where the acquisition follows the model name.
 ALIASES: dict[str, tuple[str, dict[str, float]]] = {
+    "cs-0.1": ("cs", {"ratio": 0.1}),
     "cs-0.3": ("cs", {"ratio": 0.3}),
     "cs-0.5": ("cs", {"ratio": 0.5}),
     "mri-4x": ("mri", {"acceleration": 4.0}),

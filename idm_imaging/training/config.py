@@ -303,7 +303,7 @@ class RunConfig:
         return p if p.is_absolute() else (Path(self.config_dir) / p).resolve()
 
     def model_ref(self, value: str) -> str:
-        """``finetune.prior`` / ``finetune.init``: an embedded model name (``"prior-gray"``, ``"cs-0.1"``) as is,
+        """``finetune.prior`` / ``finetune.init``: an embedded model name (``"prior-gray"``, ``"cs"``) as is,
         anything else a path resolved like :meth:`resolve`; ``""`` (not set) stays ``""``."""
         from idm_imaging.models.registry import REGISTRY, resolve_name
 
