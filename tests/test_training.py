@@ -395,6 +395,11 @@ def test_finetune_init_continues_from_a_trained_idm(images, tmp_path, tiny_prior
     assert IDM.from_pretrained(out / "model").config.operator_config["ratio"] == 0.3
     assert json.loads((out / "train_config.json").read_text())["finetune"]["init"] == str(tmp_path / "first")
 
+    # finetune.idm overrides the loaded model's sampler settings (same weights)
+    longer = FinetuneStage(load_config({**d, "finetune": {**d["finetune"], "idm": {"start": "tv", "start_iterations": 120,
+                                                                                  "start_inner": 2}}})).build_model()
+    assert (longer.config.start, longer.config.start_iterations, longer.config.start_inner) == ("tv", 120, 2)
+    assert all(torch.equal(a[k], longer.state_dict()[k]) for k in a)
     with pytest.raises(ValueError, match="'finetune.init'.*task"):
         FinetuneStage(load_config({**d, "finetune": {**d["finetune"], "task": "mri"}})).build_model()
     with pytest.raises(ValueError, match="'finetune.prior'"):

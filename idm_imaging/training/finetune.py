@@ -114,8 +114,9 @@ class FinetuneStage:
         from idm_imaging.models import IDM
 
         try:
-            model = IDM.from_pretrained(self.init_source)
-        except (OSError, ValueError) as err:
+            # finetune.idm overrides the loaded config (e.g. a longer TV start); keys that change the weights fail here
+            model = IDM.from_pretrained(self.init_source, **self.fc.idm)
+        except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"config key 'finetune.init': cannot load an IDM from {self.init_source!r}: {err}") from err
         for key, want in (("task", self.fc.task), ("T", self.fc.T)):
             if model.config[key] != want:
