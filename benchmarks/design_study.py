@@ -287,8 +287,9 @@ def report(args) -> None:
     for name, rec, last, mean, slope in rows:
         lines.append(f"| {name} | {rec['what']} | {rec.get('parameters', 0) / 1e6:.2f}M | {last['step']} | "
                      f"{last['cpu_s'] / 60:.1f} | " + " / ".join(f"{last[f'{r:g}']:.2f}" for r in VAL_RATIOS)
-                     + f" | {mean:.2f} | {slope:+.2f} | `python benchmarks/design_study.py run {name} --budget "
-                     f"{budget(name):g}` |")
+                     + f" | {mean:.2f} | {slope:+.2f} | `"
+                     + rec.get("reproduce", f"python benchmarks/design_study.py run {name} --budget {budget(name):g}")
+                     + "` |")
     if mri_rows:
         keys = [k for k in mri_rows[0][2][0] if k.endswith(("random", "equispaced"))]
         lines += ["", "MRI (one model for 2-12x and every mask kind of `make_mask`, 128x128 patches, batch 2; validation:",
@@ -324,6 +325,10 @@ def install(args) -> None:
     dest = ROOT / "idm_imaging" / "weights" / args.name
     if dest.exists() and not args.overwrite:
         sys.exit(f"{dest} exists (pass --overwrite to replace it)")
+    # a run that continued an installed model: that model's record and curve come first (read before replacing it)
+    prev_dir = Path(args.previous) if args.previous else None
+    previous = json.loads((prev_dir / "training.json").read_text()) if prev_dir else None
+    prev_points = json.loads((prev_dir / "learning_curve.json").read_text())["points"] if prev_dir else []
     tmp = dest.with_name(f".{args.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run_dir / "model", tmp)
@@ -337,10 +342,17 @@ def install(args) -> None:
         "patch_size": data["patch_size"], "batch_size": data["batch_size"], "lr": tr["lr"],
         "schedule": tr["schedule"], "final_loss": float(losses[-1][1]) if losses else None,
         "acquisition": {k: ft[k] for k in ("ratio_range", "acceleration_range", "mask_kinds") if ft.get(k)},
+        "loss": ft.get("loss", "l1"), "mixed_precision": tr["mixed_precision"], "idm": ft.get("idm", {}),
     }
+    if previous is not None:
+        training["continued_from"] = previous
     (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     res = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
     points = res["arms"].get(args.arm, {}).get("points", [])
+    if previous is not None:  # one curve over the model's whole training: this run's points after the earlier ones
+        offset, step0 = _total(previous, "cpu_seconds"), _total(previous, "steps")
+        points = prev_points + [{**p, "step": p["step"] + step0, "cpu_s": round(p["cpu_s"] + offset, 1)}
+                                for p in points]
     (tmp / "learning_curve.json").write_text(json.dumps(
         {"measure": "validation PSNR (dB) after cpu_s CPU-seconds of training (benchmarks/design_study.py)",
          "points": points}, indent=1) + "\n")
@@ -355,6 +367,15 @@ def install(args) -> None:
              f"{args.date}; `idm-imaging train {args.config}` reproduces it "
              f"(`python benchmarks/design_study.py run {args.arm} --budget {tr['max_seconds']:g} "
              "--checkpoint-every 50` ran it). Details: `training.json`.", ""]
+    if previous is not None:
+        lines[-2] = (f"{training['steps']} steps of batch {training['batch_size']} ({training['patch_size']}x"
+                     f"{training['patch_size']} patches, loss {training['loss']}, {training['mixed_precision']} "
+                     f"autocast) in {training['cpu_seconds'] / 60:.0f} minutes ({tr['clock']} clock) on one thread, "
+                     f"{args.date}, continuing the model of {_total(previous, 'steps')} steps and "
+                     f"{_total(previous, 'cpu_seconds') / 60:.0f} minutes recorded under `continued_from` in "
+                     f"`training.json`; `idm-imaging train {args.config}` runs this stage.")
+    if args.notes:
+        lines += [Path(args.notes).read_text().strip(), ""]
     if points:
         keys = [k for k in points[-1] if k not in ("step", "cpu_s", "samples")]
         lines += ["## Validation during training (`learning_curve.json`)", "",
@@ -384,6 +405,11 @@ def install(args) -> None:
     print(f"installed {args.arm} as {dest}")
 
 
+def _total(record: dict, key: str) -> float:
+    """``key`` summed over a training record and the records it continued."""
+    return record[key] + (_total(record["continued_from"], key) if "continued_from" in record else 0)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -405,6 +431,9 @@ def main(argv=None) -> None:
     i.add_argument("--date", required=True)
     i.add_argument("--benchmark", default="", help="a benchmark results JSON whose rows go into the card")
     i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--previous", default="", help="the installed model folder the run continued (its training.json "
+                                                 "and learning curve come first)")
+    i.add_argument("--notes", default="", help="a Markdown file appended to the card")
     args = p.parse_args(argv)
     {"run": run, "eval": evaluate, "report": report, "install": install}[args.cmd](args)
 
