@@ -207,7 +207,7 @@ def test_fit_to_time_ends_the_cosine_inside_the_budget(images, tmp_path):
                      log_every=5, checkpoint_every=100_000))
     rows = list(csv.DictReader(open(out / "log.csv")))
     done = json.loads((out / "final_state.json").read_text())["steps"]
-    assert 10 < done < 100_000 and int(rows[-1]["step"]) == done
+    assert 3 <= done < 100_000 and int(rows[-1]["step"]) == done  # how many depends on the machine's load
     assert float(rows[-1]["seconds"]) < 8 * 1.5  # ended by the fitted schedule, not far past the budget
     assert float(rows[-1]["lr"]) < 0.05 * float(rows[0]["lr"])  # the cosine ran to its end
     ck = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
