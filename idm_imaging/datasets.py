@@ -24,13 +24,16 @@ DATA_ENV = "IDM_IMAGING_DATA"
 _DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
-def data_root(data: str | os.PathLike | None = None) -> Path:
+def data_root(data: str | os.PathLike | None = None, must_exist: bool = True) -> Path:
     """The datasets folder.
 
     Args:
         data (`str` or `os.PathLike`, *optional*):
             An explicit folder (a command's ``--data DIR``). When `None`, ``$IDM_IMAGING_DATA``; when that is
             unset or empty, ``../shared/datasets`` next to the repository.
+        must_exist (`bool`, *optional*, defaults to `True`):
+            Raise when the folder is missing. `False`: return it anyway (a benchmark then reports its sets as
+            skipped).
 
     Returns:
         `pathlib.Path`: the folder, absolute.
@@ -48,6 +51,8 @@ def data_root(data: str | os.PathLike | None = None) -> Path:
     Traceback (most recent call last):
     ...
     FileNotFoundError: data folder /no/such/folder not found: pass --data DIR or set IDM_IMAGING_DATA ...
+    >>> str(data_root("/no/such/folder", must_exist=False))
+    '/no/such/folder'
     """
     if data is not None and str(data) != "":
         path, origin = Path(data).expanduser(), "--data"
@@ -55,7 +60,7 @@ def data_root(data: str | os.PathLike | None = None) -> Path:
         path, origin = Path(os.environ[DATA_ENV]).expanduser(), DATA_ENV
     else:
         path, origin = _DEFAULT, "default"
-    if not path.is_dir():
+    if must_exist and not path.is_dir():
         raise FileNotFoundError(f"data folder {path} not found: pass --data DIR or set {DATA_ENV} to a folder with "
                                 f"natural/ and mri/ (layout: idm_imaging.datasets; from {origin})")
     return path.resolve()

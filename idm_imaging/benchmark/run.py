@@ -135,16 +135,6 @@ class BenchmarkConfig:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _data_folder(datasets_dir) -> Path:
-    """The data setting's folder; a missing one is returned as is, so that its sets are reported as skipped."""
-    from idm_imaging.datasets import DATA_ENV, _DEFAULT, data_root
-
-    try:
-        return data_root(datasets_dir)
-    except FileNotFoundError:
-        return Path(datasets_dir or os.environ.get(DATA_ENV) or _DEFAULT)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     from idm_imaging.io import atomic_write
 
@@ -386,7 +376,9 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available")
     cfg = BenchmarkConfig.for_mode(quick, **settings)
-    data_root = _data_folder(datasets_dir)
+    from idm_imaging.datasets import data_root as data_folder
+
+    data_root = data_folder(datasets_dir, must_exist=False)  # a missing folder: its sets are reported as skipped
     docs = Path(docs_dir) if docs_dir is not None else _REPO / "docs"
     out = Path(out_dir)
     logf = log or (lambda s: None)

@@ -367,10 +367,6 @@ class IDM(ModelMixin, ConfigMixin):
     def _to_real(self, z):
         return torch.cat([z.real, z.imag], dim=1) if self.is_complex else z
 
-    def _step(self, k: int, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-        """``F`` of sampling step ``k`` (k = 0 is t = T): (B, c, H, W) -> (B, c, H, W)."""
-        return self.sampler.couplings[k].body(x, ctx)
-
     # ------------------------------------------------------------------ call
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
         """Reconstruct ``x_hat`` (B, 1, H, W) from measurements ``y`` of ``operator``."""
