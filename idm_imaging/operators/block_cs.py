@@ -118,16 +118,17 @@ class BlockCS(LinearOperator):
         return torch.randperm(hp * wp, generator=gen)
 
     def _indices(self, hp: int, wp: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fwd, inv): ``blocks.flat = x_pad.flat[fwd]`` in (r, s, i, j) order; ``x_pad.flat = blocks.flat[inv]``."""
+        """(fwd, inv): ``blocks.flat = x_pad.flat[fwd]`` in (i, j, r, s) order (block row, block column, row and
+        column in the block); ``x_pad.flat = blocks.flat[inv]``."""
         key = (hp, wp, device)
         idx = self._index_cache.get(key)
         if idx is None:
             b = self.block_size
             nh, nw = hp // b, wp // b
-            r = torch.arange(b).view(b, 1, 1, 1)
-            s = torch.arange(b).view(1, b, 1, 1)
-            i = torch.arange(nh).view(1, 1, nh, 1)
-            j = torch.arange(nw).view(1, 1, 1, nw)
+            i = torch.arange(nh).view(nh, 1, 1, 1)
+            j = torch.arange(nw).view(1, nw, 1, 1)
+            r = torch.arange(b).view(1, 1, b, 1)
+            s = torch.arange(b).view(1, 1, 1, b)
             fwd = ((i * b + r) * wp + j * b + s).reshape(-1)  # position in the (permuted) padded image
             if self.permute:
                 fwd = self.permutation(hp, wp)[fwd]
@@ -178,9 +179,10 @@ class BlockCS(LinearOperator):
             x = F.pad(x, (0, wp - w, 0, hp - h))
         fwd, _ = self._indices(hp, wp, x.device)
         n, nh, nw = self.block_size**2, hp // self.block_size, wp // self.block_size
-        blocks = x.reshape(bsz, c, hp * wp).index_select(-1, fwd).view(bsz, c, n, nh * nw)
-        y = torch.matmul(self._phi(x.device, x.dtype), blocks)  # (q, n) @ (B, C, n, L)
-        return y.view(bsz, c, self.q, nh, nw)
+        blocks = x.reshape(bsz, c, hp * wp).index_select(-1, fwd).view(bsz, c, nh * nw, n)
+        # (B, C, L, n) @ (n, q): one GEMM over every block of the batch (a batched product re-reads phi per image)
+        y = torch.matmul(blocks, self._phi(x.device, x.dtype).mT)
+        return y.mT.reshape(bsz, c, self.q, nh, nw)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
         """``(B, C, q, nh, nw)`` -> ``(B, C, Hp, Wp)``, cropped to ``img_size`` when set."""
@@ -194,7 +196,7 @@ class BlockCS(LinearOperator):
         if self.img_size is not None and (self.img_size[0] > hp or self.img_size[1] > wp):
             raise ValueError(f"y has {nh}x{nw} blocks, too few for img_size={self.img_size}")
         _, inv = self._indices(hp, wp, y.device)
-        z = torch.matmul(self._phi(y.device, y.dtype).mT, y.reshape(bsz, c, q, nh * nw))  # (B, C, n, L)
+        z = torch.matmul(y.reshape(bsz, c, q, nh * nw).mT, self._phi(y.device, y.dtype))  # (B, C, L, n), one GEMM
         x = z.reshape(bsz, c, hp * wp).index_select(-1, inv).view(bsz, c, hp, wp)
         if self.img_size is not None:
             x = x[..., : self.img_size[0], : self.img_size[1]]
