@@ -6,7 +6,7 @@ runs/<name>/; of configs/gpu/*.toml: runs/gpu/<name>/). Runs without ``final_sta
 The prior is stored in float16 to keep the shipped weights small (it is cast back to float32 on load); each
 folder gets a ``training.json`` with the run's facts (steps, seconds, device, data, final loss).
 A run that continued an embedded model (``finetune.init``) keeps that model's ``training.json`` under
-``continued_from`` and adds ``total_steps`` / ``total_seconds``; its ``learning_curve.json`` (eval_models.py)
+``continued_from`` and adds ``total_steps`` / ``total_seconds``; its ``learning_curve.json``
 comes along.
 Usage: python benchmarks/install_models.py RUNS [--date YYYY-MM-DD] [--device "NVIDIA H100"] [--configs configs/gpu]
 """

@@ -1,46 +1,73 @@
-"""benchmarks/eval_models.py's learning curve: the lineage arithmetic and the projection to a target."""
+"""benchmarks/eval_models.py: per-set figures of a model folder, equal to the metrics computed directly."""
 
 import importlib.util
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 _spec = importlib.util.spec_from_file_location("eval_models", Path(__file__).parents[1] / "benchmarks/eval_models.py")
 em = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(em)
 
-CPU = {"steps": 100, "seconds": 500.0, "device": "CPU", "patch_size": 64, "batch_size": 4}
-GPU = {"steps": 50, "seconds": 100.0, "device": "NVIDIA H100", "patch_size": 256, "batch_size": 2,
-       "continued_from": CPU, "total_steps": 150}
+LIGHT = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=[8, 16],
+             norm_num_groups=4, add_attention=False, down_block_types=["DownBlock2D"] * 2,
+             up_block_types=["UpBlock2D"] * 2)
 
 
-def test_lineage_and_samples_count_128_patch_equivalents():
-    assert [s["steps"] for s in em.lineage(GPU)] == [100, 50]
-    # 100 x 4 x (64/128)^2 + 50 x 2 x (256/128)^2
-    assert em.samples_seen(GPU) == pytest.approx(100 + 400)
-    rate, device = em.gpu_rate(GPU)
-    assert rate == pytest.approx(400 / 100.0) and device == "NVIDIA H100"
-    assert em.gpu_rate(CPU) is None
+@pytest.fixture(scope="module")
+def cs_setup(tmp_path_factory):
+    """Two 64x64 Set11-like PNGs and a tiny cs model whose output layer is zero (it returns its start)."""
+    from PIL import Image
+
+    from idm_imaging.models import IDM
+
+    root = tmp_path_factory.mktemp("eval")
+    g = np.random.default_rng(0)
+    for i in range(2):
+        (root / "data/natural/test/Set11").mkdir(parents=True, exist_ok=True)
+        img = np.kron(g.random((8, 8)), np.ones((8, 8)))  # piecewise constant
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / f"data/natural/test/Set11/img{i}.png")
+    model = IDM(backbone_type="UNet2DModel", backbone_config=LIGHT, T=2, task="cs", measured_mean=False,
+                operator_config={"ratio": 0.25, "block_size": 32, "permute": True, "seed": 5})
+    model.unet.zero_output()
+    model.save_pretrained(str(root / "cs"), safe_serialization=True)
+    return root
 
 
-def test_projection_inverts_an_exact_log_linear_curve(tmp_path):
-    # PSNR = 10 + 4 log10(samples): 28 dB needs 10^4.5 samples
-    curve = [{"total_steps": k, "samples": 10.0 ** e, "Set11": 10 + 4 * e} for k, e in ((1, 3), (2, 4), (3, 4.25))]
-    text = em.projection("cs", curve, GPU)
-    assert "+4.00 dB per 10x training over the last three points, +4.00 over the last two" in text
-    assert "31,623 samples" in text
-    hours = (10 ** 4.5 - 10 ** 4.25) / 4.0 / 3600
-    assert f"about {hours:.1f} GPU-hours" in text
-    assert em.projection("cs", curve[:2], GPU) == ""  # fewer than three points: no projection
-    # a flattening curve: the last two points' smaller slope (2 dB per 10x) makes the projection
-    curve[-1]["Set11"] = 10 + 4 * 4 + 2 * 0.25
-    assert f"{10 ** 4.25 * 10 ** ((28 - 26.5) / 2):,.0f} samples" in em.projection("cs", curve, GPU)
-    flat = [dict(p, Set11=25.0) for p in curve]
-    assert "No projection" in em.projection("cs", flat, GPU)
+def test_evaluate_reports_the_metrics_of_the_model_and_the_pseudo_inverse(cs_setup):
+    from idm_imaging.io import read_scan
+    from idm_imaging.metrics import psnr_y
+    from idm_imaging.models import IDM
+    from idm_imaging.operators import BlockCS
+
+    res = em.evaluate(str(cs_setup / "cs"), cs_setup / "data", None, log=lambda *a: None, cs_seeds=(7,))
+    assert set(res) == {"Set11", "Set11 seed 7"}  # BSD68 has no files here: left out
+    model = IDM.from_pretrained(str(cs_setup / "cs")).eval()
+    for name, seed in (("Set11", 5), ("Set11 seed 7", 7)):
+        pinv, idm = [], []
+        for f in sorted((cs_setup / "data/natural/test/Set11").glob("*.png")):
+            x, _ = read_scan(f)
+            op = BlockCS(0.25, 32, permute=True, seed=seed, img_size=tuple(x.shape))
+            y = op.A(x[None, None])
+            pinv.append(psnr_y(op.A_dagger(y)[0, 0].clamp(0, 1), x))
+            with torch.no_grad():
+                idm.append(psnr_y(model(y, op)[0, 0].clamp(0, 1), x))
+        assert res[name]["images"] == 2
+        assert res[name]["pinv_psnr"] == pytest.approx(np.mean(pinv), abs=1e-3)
+        assert res[name]["idm_psnr"] == pytest.approx(np.mean(idm), abs=1e-3)
 
 
-def test_update_curve_replaces_a_re_evaluation_of_the_same_model(tmp_path):
-    metrics = {"Set11": {"idm_psnr": 20.0, "pinv_psnr": 6.0}}
-    em.update_curve(tmp_path, GPU, metrics, "2026-01-01")
-    curve = em.update_curve(tmp_path, GPU, {"Set11": {"idm_psnr": 21.0, "pinv_psnr": 6.0}}, "2026-01-02")
-    assert len(curve) == 1 and curve[0]["Set11"] == 21.0 and curve[0]["samples"] == 500.0
+def test_main_writes_json_and_keeps_an_existing_file(cs_setup, tmp_path):
+    out = tmp_path / "eval.json"
+    argv = ["--models", str(cs_setup / "cs"), "--data", str(cs_setup / "data"), "--cs-seeds", "--json", str(out)]
+    assert em.main(argv) == 0
+    rec = json.loads(out.read_text())
+    assert rec["models"][str(cs_setup / "cs")]["Set11"]["images"] == 2 and rec["hardware"]
+    out.write_text("keep")
+    with pytest.raises(SystemExit):
+        em.main(argv)
+    assert out.read_text() == "keep"
+    assert em.main(["--models", "cs", "--data", str(tmp_path / "missing")]) == 2

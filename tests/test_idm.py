@@ -422,9 +422,7 @@ def _zero_head_idm(**kw):
                norm_num_groups=4, add_attention=False, down_block_types=["DownBlock2D"] * 2,
                up_block_types=["UpBlock2D"] * 2)
     model = IDM(backbone_type="UNet2DModel", backbone_config=cfg, **{"T": 3, "measured_mean": False, **kw}).eval()
-    head = [m for m in model.unet.modules() if type(m).__name__ == "_Head"][-1]
-    torch.nn.init.zeros_(head.conv.weight)
-    torch.nn.init.zeros_(head.conv.bias)
+    model.unet.zero_output()
     return model
 
 

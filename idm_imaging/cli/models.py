@@ -43,21 +43,17 @@ def _operator_text(op: dict | None) -> str:
 
 def run(args) -> int:
     if args.action == "info":
-        from idm_imaging.models.registry import ALIASES, REGISTRY, WEIGHTS_DIR, resolve_name
+        from idm_imaging.models.registry import resolve_checkpoint, resolve_name
 
+        local = Path(args.name).expanduser()
+        try:
+            folder = resolve_checkpoint(local if local.is_dir() else args.name)
+        except ValueError as err:  # "name_or_dir: <why>" -> "NAME <why>"
+            raise UserError(f"NAME {str(err).split(': ', 1)[1]}") from None
         target, setting = resolve_name(args.name)
-        if target in REGISTRY:
-            folder = WEIGHTS_DIR / REGISTRY[target]
-            if not folder.is_dir():
-                raise UserError(f"NAME {args.name!r} is registered but its folder {folder} is missing")
-            info = model_info(folder, args.name)
-            if setting:
-                info.update(alias_of=target, setting=setting)
-        elif Path(args.name).expanduser().is_dir():
-            info = model_info(Path(args.name).expanduser())
-        else:
-            raise UserError(f"NAME {args.name!r} is neither an embedded model ({sorted(REGISTRY) or 'none'}; "
-                            f"aliases: {sorted(ALIASES) or 'none'}) nor a model folder")
+        info = model_info(folder, None if local.is_dir() else args.name)
+        if setting:
+            info.update(alias_of=target, setting=setting)
         if args.json:
             print(json.dumps(info, indent=2))
         else:

@@ -396,6 +396,14 @@ class ReversibleUNet(nn.Module):
             elif isinstance(m, _Ckpt):
                 m.checkpoint = self._reversible
 
+    def zero_output(self) -> None:
+        """Zero the last convolution (diffusers' ``conv_out``): the noise estimate is then 0 whatever the input, so
+        a network trained from random weights starts as its sampler's start, not as noise."""
+        head = [m for m in self.modules() if isinstance(m, _Head)][-1]
+        torch.nn.init.zeros_(head.conv.weight)
+        if head.conv.bias is not None:
+            torch.nn.init.zeros_(head.conv.bias)
+
     def load_diffusers_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Copy the kept modules' weights from a diffusers UNet state dict (keys as in diffusers)."""
         missing = [d for d in self.diffusers_key_map.values() if d not in state]

@@ -90,9 +90,7 @@ class FinetuneStage:
             model = IDM(backbone_type=self.fc.backbone_type, backbone_config=dict(self.fc.backbone), T=self.fc.T,
                         task=self.fc.task, **kwargs)
             # The noise estimate starts at 0, so the untrained network is the pseudo-inverse, not noise.
-            head = [m for m in model.unet.modules() if type(m).__name__ == "_Head"][-1]
-            torch.nn.init.zeros_(head.conv.weight)
-            torch.nn.init.zeros_(head.conv.bias)
+            model.unet.zero_output()
             if self.fc.init_weights:
                 from idm_imaging.models.registry import resolve_checkpoint
                 from idm_imaging.training.checkpoint import load_model_weights
