@@ -2,10 +2,10 @@
 
 Everything here works on numpy stacks and plain callables, so it is testable without Qt or napari.
 
-The widget runs :func:`reconstruct` (a generator) in napari's ``thread_worker``: it yields a :class:`Progress`
-after every batch of slices, checks ``cancel()`` between batches, and *returns* a :class:`ReconResult` (or
-``None`` when cancelled). Nothing is handed back before the last slice is done, so a cancelled run leaves no
-partial output.
+The widget builds a :class:`Job` (its inputs, checked at once) and runs :func:`reconstruct` (a generator) in
+napari's ``thread_worker``: it yields a :class:`Progress` after every batch of slices, checks ``cancel()`` between
+batches, and *returns* a :class:`ReconResult` (or ``None`` when cancelled). Nothing is handed back before the last
+slice is done, so a cancelled run leaves no partial output.
 
 Math (shared with the command line, :mod:`idm_imaging.inference`): each slice is normalised to the models'
 [0, 1] range (``(x - min) / (max - min)`` for block CS, ``x / max |x|`` for MRI), measured as ``y = A x' + n``,
@@ -16,9 +16,9 @@ Y-channel protocol on [0, 1] for block CS).
 Example::
 
     >>> import numpy as np
-    >>> from napari_plugin._engine import Acquisition, run_to_completion
+    >>> from napari_plugin._engine import Acquisition, Job, run_to_completion
     >>> img = np.random.rand(64, 64).astype(np.float32)
-    >>> res = run_to_completion(img, Acquisition(mode="fourier", acceleration=4), name="img")
+    >>> res = run_to_completion(Job(Acquisition(mode="fourier", acceleration=4), image=img, name="img"))
     >>> [layer.name for layer in res.layers]
     ['img zero-filled 4x random', 'img |error| 4x random']
 """
@@ -38,6 +38,7 @@ __all__ = [
     "PSEUDO_INVERSE",
     "CHECKPOINT",
     "Acquisition",
+    "Job",
     "Progress",
     "OutputLayer",
     "ReconResult",
@@ -272,18 +273,81 @@ def load_model(choice: str, checkpoint: str | None = None):
     return model.eval()
 
 
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One run's inputs and settings, checked on construction so bad input fails before any work starts.
+
+    Args:
+        acquisition (`Acquisition`):
+            What to simulate (or ``mode="measured"``: use ``kspace`` and ``mask``).
+        image (`np.ndarray`, *optional*):
+            The fully sampled reference, (H, W) or (D, H, W), real or complex (any numeric dtype); ignored (may be
+            None) in ``"measured"`` mode.
+        name (`str`, defaults to `"image"`):
+            The input layer's name, used as prefix of the output names.
+        kspace (`np.ndarray`, *optional*):
+            Measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
+        mask (`np.ndarray`, *optional*):
+            Sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
+        device (`str`, defaults to `"cpu"`):
+            Torch device string ("auto", "cpu", "cuda:0", "mps").
+        batch_size (`int`, defaults to 4):
+            Slices per forward pass (an int >= 1, checked by ``idm_imaging.inference.iter_reconstruct_volume``).
+        precision (`str`, defaults to `"fp32"`):
+            "fp32" or "bf16" (the model under bfloat16 autocast; fp32 where the device has no native bf16, see
+            ``idm_imaging.inference.resolve_precision``).
+    """
+
+    acquisition: Acquisition
+    image: np.ndarray | None = None
+    name: str = "image"
+    kspace: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    device: str = "cpu"
+    batch_size: int = 4
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.measured:
+            if self.kspace is None or self.mask is None:
+                raise ValueError("measured k-space needs both a k-space layer and a mask layer")
+            shape = np.shape(self.kspace)
+            if np.shape(self.mask) != shape[-2:]:
+                raise ValueError(f"mask must have the k-space slice shape {shape[-2:]}, got {np.shape(self.mask)}")
+        else:
+            if self.image is None:
+                raise ValueError(f"{self.name}: choose an input image layer")
+            shape = np.shape(self.image)
+        if len(shape) in (2, 3) and min(shape[-2:]) < 8:
+            raise ValueError(f"{self.input_name}: each slice must be at least 8x8 pixels, got {shape[-2:]}")
+
+    @property
+    def measured(self) -> bool:
+        """Whether the input is measured k-space (``kspace`` and ``mask``) rather than an image to simulate from."""
+        return self.acquisition.mode == "measured"
+
+    @property
+    def input_name(self) -> str:
+        """How error messages name the input: ``"kspace"`` for measured k-space, else the layer's ``name``."""
+        return "kspace" if self.measured else self.name
+
+    def volume(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The stack handed to the slice loop and the boolean mask (None unless measured): measured k-space is
+        masked, and a complex image under block CS (a real acquisition) becomes its magnitude."""
+        if self.measured:
+            mask = np.asarray(self.mask) != 0
+            return np.asarray(self.kspace) * mask, mask
+        data = np.asarray(self.image)
+        if self.acquisition.mode == "block_cs" and np.iscomplexobj(data):
+            data = np.abs(data)
+        return data, None
+
+
 def reconstruct(
-    image: np.ndarray | None,
-    acquisition: Acquisition,
-    *,
-    name: str = "image",
+    job: Job,
     model=None,
+    *,
     model_name: str = "IDM",
-    device: str = "cpu",
-    batch_size: int = 4,
-    precision: str = "fp32",
-    kspace: np.ndarray | None = None,
-    mask: np.ndarray | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
 ) -> Generator[Progress, None, ReconResult | None]:
     """Reconstruct a 2-D image or a 3-D stack slice by slice; a generator for napari's ``thread_worker``.
@@ -292,19 +356,10 @@ def reconstruct(
     :func:`~idm_imaging.inference.volume_metrics`; this adds cancelling, layer naming and GPU memory release.
 
     Args:
-        image: the fully sampled reference, (H, W) or (D, H, W), real or complex (any numeric dtype); ignored
-            (may be None) in ``"measured"`` mode.
-        acquisition: what to simulate (or ``mode="measured"``: use ``kspace`` and ``mask``).
-        name: the input layer's name, used as prefix of the output names.
-        model_name: what the IDM output layer's name says ran, e.g. ``"mri"``.
+        job: the input data and run settings (see :class:`Job`).
         model: an ``IDM`` (``model(y, operator)``) or None for the pseudo-inverse only; its ``config.task``
-            must match ``acquisition.task``.
-        device: torch device string ("auto", "cpu", "cuda:0", "mps").
-        batch_size: slices per forward pass.
-        precision: "fp32" or "bf16" (the model under bfloat16 autocast; fp32 where the device has no native bf16,
-            see ``idm_imaging.inference.resolve_precision``).
-        kspace: measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
-        mask: sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
+            must match ``job.acquisition.task``.
+        model_name: what the IDM output layer's name says ran, e.g. ``"mri"``.
         cancel: callable or ``threading.Event``; when true between batches the run stops and returns None.
 
     Yields:
@@ -314,48 +369,46 @@ def reconstruct(
         :class:`ReconResult` with real (magnitude) output stacks shaped like the input, or None if cancelled.
     """
     import time
+
+    from idm_imaging.inference import iter_reconstruct_volume, resolve_device
+
+    _check_model_task(model, model_name, job.acquisition)
+    is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
+    data, mask = job.volume()
+    dev = resolve_device(job.device)
+    acq = job.acquisition
+    t0 = time.perf_counter()
+    steps = iter_reconstruct_volume(data, lambda hw: acq.operator(hw, mask=mask), model, batch_size=job.batch_size,
+                                    device=dev, measured=job.measured, sigma=acq.sigma, seed=acq.seed,
+                                    name=job.input_name, precision=job.precision)
+    res = yield from _run_steps(steps, model, dev, job.batch_size, is_cancelled)
+    if res is None:
+        return None
+    layers, metrics = _result_layers(job, res, str(dev), model_name if model is not None else PSEUDO_INVERSE)
+    return ReconResult(layers, metrics, time.perf_counter() - t0)
+
+
+def _check_model_task(model, model_name: str, acquisition: Acquisition) -> None:
+    """Refuse a model trained for the other task (a CS model on k-space or the reverse) before anything runs."""
+    task = getattr(getattr(model, "config", None), "task", None) if model is not None else None
+    if task is not None and task != acquisition.task:
+        raise ValueError(f"model {model_name!r} is for task {task!r} but the acquisition "
+                         f"{acquisition.label!r} needs a {acquisition.task!r} model")
+
+
+def _run_steps(steps, model, dev, batch_size: int, is_cancelled: Callable[[], bool]):
+    """Yield a :class:`Progress` per batch of the slice loop ``steps`` and return its result (None when cancelled),
+    so the widget can show progress and stop between batches; the device is given back however the loop ends."""
     import traceback
 
     import torch
 
-    from idm_imaging.inference import iter_reconstruct_volume, resolve_device, volume_metrics
-
-    is_cancelled = cancel.is_set if isinstance(cancel, threading.Event) else (cancel or (lambda: False))
-    if model is not None:
-        task = getattr(getattr(model, "config", None), "task", None)
-        if task is not None and task != acquisition.task:
-            raise ValueError(f"model {model_name!r} is for task {task!r} but the acquisition "
-                             f"{acquisition.label!r} needs a {acquisition.task!r} model")
-    measured = acquisition.mode == "measured"
-    if measured:
-        if kspace is None or mask is None:
-            raise ValueError("measured k-space needs both a k-space layer and a mask layer")
-        data, name_in, m = np.asarray(kspace), "kspace", np.asarray(mask)
-        if m.shape != data.shape[-2:]:
-            raise ValueError(f"mask must have the k-space slice shape {data.shape[-2:]}, got {m.shape}")
-        m = m != 0
-        data = data * m
-    else:
-        if image is None:
-            raise ValueError(f"{name}: choose an input image layer")
-        data, name_in, m = np.asarray(image), name, None
-        if acquisition.mode == "block_cs" and np.iscomplexobj(data):
-            data = np.abs(data)  # block CS is a real acquisition: use the magnitude
-    if data.ndim in (2, 3) and min(data.shape[-2:]) < 8:
-        raise ValueError(f"{name_in}: each slice must be at least 8x8 pixels, got {data.shape[-2:]}")
-    dev = resolve_device(device)
-
-    t0 = time.perf_counter()
-    steps = iter_reconstruct_volume(data, lambda hw: acquisition.operator(hw, mask=m), model, batch_size=batch_size,
-                                    device=dev, measured=measured, sigma=acquisition.sigma, seed=acquisition.seed,
-                                    name=name_in, precision=precision)
     try:
         while True:
             try:
                 done, total = next(steps)
             except StopIteration as stop:
-                res = stop.value
-                break
+                return stop.value
             yield Progress(done, total, f"slice {done}/{total}" if done else
                            f"reconstructing {total} slice(s) on {dev}")
             if is_cancelled():
@@ -365,49 +418,62 @@ def reconstruct(
         raise MemoryError(f"out of memory on {dev} with batch_size={batch_size}: lower the batch size "
                           f"or use the cpu") from exc
     finally:
-        # give the accelerator back: model to the CPU, drop every device tensor, cuFFT plans, cached blocks
         steps.close()
-        if model is not None and dev.type != "cpu":
-            model.to("cpu")
-        if dev.type == "cuda":
-            torch.backends.cuda.cufft_plan_cache[dev.index if dev.index is not None else
-                                                 torch.cuda.current_device()].clear()
-            clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # ~33 MiB of cuBLAS workspaces
-            if clear_cublas is not None:
-                clear_cublas()
-            torch.cuda.empty_cache()
+        _release_device(model, dev)
 
-    params = {"acquisition": acquisition.to_dict(), "input": name, "device": str(dev), "batch_size": batch_size,
-              "model": model_name if model is not None else PSEUDO_INVERSE, "intensity_scale": res.scale,
-              "intensity_offset": res.offset, "precision": res.info.get("precision")}
-    zf_name = "zero-filled" if acquisition.task == "mri" else "pseudo-inverse"
+
+def _release_device(model, dev) -> None:
+    """Give the accelerator back after a run: model to the CPU, cuFFT plans, cuBLAS workspaces, cached blocks."""
+    import torch
+
+    if model is not None and dev.type != "cpu":
+        model.to("cpu")
+    if dev.type == "cuda":
+        torch.backends.cuda.cufft_plan_cache[dev.index if dev.index is not None else
+                                             torch.cuda.current_device()].clear()
+        clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # ~33 MiB of cuBLAS workspaces
+        if clear_cublas is not None:
+            clear_cublas()
+        torch.cuda.empty_cache()
+
+
+def _result_layers(job: Job, res, device: str, model_label: str) -> tuple[list[OutputLayer], dict[str, dict]]:
+    """The output layers (pseudo-inverse, IDM, |error|) and their metrics; every layer's metadata records the run's
+    parameters, so a result can be traced back to how it was made."""
+    from idm_imaging.inference import volume_metrics
+
+    acq = job.acquisition
+    params = {"acquisition": acq.to_dict(), "input": job.name, "device": device, "batch_size": job.batch_size,
+              "model": model_label, "intensity_scale": res.scale, "intensity_offset": res.offset,
+              "precision": res.info.get("precision")}
+    zf_name = "zero-filled" if acq.task == "mri" else "pseudo-inverse"
     # magnitudes of complex results; a real result (block CS, a signed image under MRI) keeps its sign
-    outputs = [(zf_name, f"{name} {zf_name} {acquisition.label}", _shown(res.pinv))]
+    outputs = [(zf_name, f"{job.name} {zf_name} {acq.label}", _shown(res.pinv))]
     if res.recon is not None:
-        outputs.append(("IDM", f"{name} IDM ({model_name}) {acquisition.label}", _shown(res.recon)))
+        outputs.append(("IDM", f"{job.name} IDM ({model_label}) {acq.label}", _shown(res.recon)))
     metrics: dict[str, dict[str, float]] = {}
     layers = []
     for method, lname, out in outputs:
         meta = {"idm_imaging": {**params, "method": method}}
         if res.reference is not None:
-            metrics[method] = volume_metrics(out, res.reference, acquisition.task, offset=res.offset, scale=res.scale)
+            metrics[method] = volume_metrics(out, res.reference, acq.task, offset=res.offset, scale=res.scale)
             meta["idm_imaging"]["metrics"] = metrics[method]
         layers.append(OutputLayer(out.numpy(), lname, meta))
     if res.reference is not None:
         best = outputs[-1][0]
         err = (outputs[-1][2] - _shown(res.reference)).abs().numpy()
         meta = {"idm_imaging": {**params, "method": f"|{best} - reference|", "metrics": metrics[best]}}
-        layers.append(OutputLayer(err, f"{name} |error| {acquisition.label}", meta))
-    return ReconResult(layers, metrics, time.perf_counter() - t0)
+        layers.append(OutputLayer(err, f"{job.name} |error| {acq.label}", meta))
+    return layers, metrics
 
 
 def _shown(t):
     return t.abs() if t.is_complex() else t
 
 
-def run_to_completion(image, acquisition: Acquisition, **kwargs) -> ReconResult | None:
-    """Drive :func:`reconstruct` synchronously (scripts and tests); returns its result."""
-    gen = reconstruct(image, acquisition, **kwargs)
+def run_to_completion(job: Job, **kwargs) -> ReconResult | None:
+    """Drive :func:`reconstruct` synchronously (scripts and tests); ``kwargs`` go to it; returns its result."""
+    gen = reconstruct(job, **kwargs)
     while True:
         try:
             next(gen)

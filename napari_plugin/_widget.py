@@ -37,7 +37,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from napari_plugin import _engine
-from napari_plugin._engine import CHECKPOINT, MASK_KINDS, PSEUDO_INVERSE, Acquisition
+from napari_plugin._engine import CHECKPOINT, MASK_KINDS, PSEUDO_INVERSE, Acquisition, Job
 
 __all__ = ["IDMReconstructionWidget"]
 
@@ -230,30 +230,27 @@ class IDMReconstructionWidget(Container):
                            center_fraction=cf if cf > 0 else None, seed=int(self.seed.value),
                            sigma=float(self.sigma.value))
 
-    def _job(self) -> dict:
-        """Collect and validate the run's inputs on the GUI thread (raises ValueError with a clear message)."""
+    def _job(self) -> tuple[Job, Any]:
+        """The run's :class:`Job` and the layer its outputs take their geometry from, collected and checked on the
+        GUI thread so bad input is reported before the worker starts (raises ValueError with a clear message)."""
         acq = self.acquisition()
-        job: dict[str, Any] = {"acquisition": acq, "device": self.device.value,
-                               "batch_size": int(self.batch_size.value),
-                               "precision": "bf16" if self.bf16.value and self.bf16.enabled else "fp32"}
+        settings = {"device": self.device.value, "batch_size": int(self.batch_size.value),
+                    "precision": "bf16" if self.bf16.value and self.bf16.enabled else "fp32"}
         if acq.mode == "measured":
             if self.kspace.value is None or self.mask.value is None:
                 raise ValueError("measured k-space: choose a k-space layer (complex data) and a mask layer")
             ref_layer = self.kspace.value
-            job.update(image=None, kspace=_layer_array(self.kspace.value), mask=np.asarray(self.mask.value.data))
-        else:
-            ref_layer = self.input.value
-            if ref_layer is None:
-                raise ValueError("input image: choose an image layer")
-            if getattr(ref_layer, "rgb", False):
-                raise ValueError(f"input image {ref_layer.name!r} is RGB: convert it to grayscale first")
-            data = _layer_array(ref_layer)
-            if data.ndim not in (2, 3):
-                raise ValueError(f"input image {ref_layer.name!r} must be 2-D or 3-D, got shape {data.shape}")
-            job["image"] = data
-        job["name"] = ref_layer.name
-        job["layer"] = ref_layer
-        return job
+            return Job(acq, name=ref_layer.name, kspace=_layer_array(ref_layer), mask=np.asarray(self.mask.value.data),
+                       **settings), ref_layer
+        ref_layer = self.input.value
+        if ref_layer is None:
+            raise ValueError("input image: choose an image layer")
+        if getattr(ref_layer, "rgb", False):
+            raise ValueError(f"input image {ref_layer.name!r} is RGB: convert it to grayscale first")
+        data = _layer_array(ref_layer)
+        if data.ndim not in (2, 3):
+            raise ValueError(f"input image {ref_layer.name!r} must be 2-D or 3-D, got shape {data.shape}")
+        return Job(acq, image=data, name=ref_layer.name, **settings), ref_layer
 
     def _get_model(self, choice: str, checkpoint: str | None):
         if choice == PSEUDO_INVERSE:
@@ -269,20 +266,19 @@ class IDMReconstructionWidget(Container):
         if self.running:
             return
         try:
-            job = self._job()
+            job, layer = self._job()
         except (ValueError, TypeError) as exc:
             show_error(f"IDM reconstruction: {exc}")
             return
         choice = self.model.value
         checkpoint = str(self.checkpoint.value) if choice == CHECKPOINT else None
         shown_name = Path(checkpoint).name if checkpoint else choice
-        layer = job.pop("layer")
         self._cancel.clear()
 
         def work():
             yield _engine.Progress(0, 1, "loading model" if choice != PSEUDO_INVERSE else "")
             model = self._get_model(choice, checkpoint)
-            return (yield from _engine.reconstruct(**job, model=model, model_name=shown_name, cancel=self._cancel))
+            return (yield from _engine.reconstruct(job, model=model, model_name=shown_name, cancel=self._cancel))
 
         # errors are shown by _on_error as one notification, not re-raised into the Qt event loop
         worker = thread_worker(work, start_thread=False, ignore_errors=True)()

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from napari_plugin import _engine
-from napari_plugin._engine import CHECKPOINT, PSEUDO_INVERSE, Acquisition, reconstruct, run_to_completion
+from napari_plugin._engine import CHECKPOINT, PSEUDO_INVERSE, Acquisition, Job, reconstruct, run_to_completion
 from napari_plugin._sample_data import make_brain, make_phantom, synthetic_brain_stack
 
 # -- engine (no Qt) ------------------------------------------------------------------------------------------------
@@ -31,7 +31,7 @@ def test_fourier_zero_filled_matches_operator_and_error_layer():
 
     img = make_phantom(128) * 3.0  # arbitrary intensity scale: the engine normalises and scales back
     acq = Acquisition(mode="fourier", mask_kind="random", acceleration=4, seed=3)
-    res = run_to_completion(img, acq, name="ph")
+    res = run_to_completion(Job(acq, image=img, name="ph"))
     names = [layer.name for layer in res.layers]
     assert names == ["ph zero-filled 4x random", "ph |error| 4x random"]
     op = SingleCoilFourier.from_mask_params("random", (128, 128), 4, seed=3)
@@ -48,18 +48,20 @@ def test_fourier_zero_filled_matches_operator_and_error_layer():
 
 def test_block_cs_full_ratio_pseudo_inverse_is_exact():
     img = make_brain(64)
-    res = run_to_completion(img, Acquisition(mode="block_cs", ratio=1.0, block_size=16, permute=False), name="b")
+    full = Acquisition(mode="block_cs", ratio=1.0, block_size=16, permute=False)
+    res = run_to_completion(Job(full, image=img, name="b"))
     assert [layer.name for layer in res.layers] == ["b pseudo-inverse CS 100% B16", "b |error| CS 100% B16"]
     np.testing.assert_allclose(res.layers[0].data, img, atol=1e-4)
     assert res.metrics["pseudo-inverse"]["psnr"] > 70
-    low = run_to_completion(img, Acquisition(mode="block_cs", ratio=0.1, block_size=16, permute=False), name="b")
+    low_acq = Acquisition(mode="block_cs", ratio=0.1, block_size=16, permute=False)
+    low = run_to_completion(Job(low_acq, image=img, name="b"))
     assert low.metrics["pseudo-inverse"]["psnr"] < res.metrics["pseudo-inverse"]["psnr"] - 30
 
 
 def test_stack_progress_per_batch_and_first_yield_is_immediate():
     stack = synthetic_brain_stack(32)[0][0]
     assert stack.shape == (32, 256, 256)
-    gen = reconstruct(stack, Acquisition(acceleration=8, mask_kind="equispaced"), name="s", batch_size=4)
+    gen = reconstruct(Job(Acquisition(acceleration=8, mask_kind="equispaced"), image=stack, name="s", batch_size=4))
     first = next(gen)
     assert (first.done, first.total) == (0, 32)  # before any slice is computed: progress shows at once
     done = []
@@ -71,14 +73,14 @@ def test_stack_progress_per_batch_and_first_yield_is_immediate():
     assert done == list(range(4, 33, 4))
     assert result.layers[0].data.shape == (32, 256, 256)
     # slice i of the stack equals a single-slice run of that slice (same mask; intensity scale undone)
-    single = run_to_completion(stack[5:6], Acquisition(acceleration=8, mask_kind="equispaced"), name="one")
+    single = run_to_completion(Job(Acquisition(acceleration=8, mask_kind="equispaced"), image=stack[5:6], name="one"))
     np.testing.assert_allclose(result.layers[0].data[5], single.layers[0].data[0], atol=1e-4)
 
 
 def test_cancel_mid_stack_returns_nothing():
     stack = np.stack([make_brain(64, z) for z in np.linspace(-0.5, 0.5, 10)])
     cancel = threading.Event()
-    gen = reconstruct(stack, Acquisition(), name="s", batch_size=2, cancel=cancel)
+    gen = reconstruct(Job(Acquisition(), image=stack, name="s", batch_size=2), cancel=cancel)
     seen = [next(gen).done, next(gen).done]
     cancel.set()
     with pytest.raises(StopIteration) as stop:
@@ -93,9 +95,9 @@ def test_measured_kspace_equals_simulated():
     mask = make_mask("gaussian2d", (96, 96), 4, seed=1)
     mask = np.asarray(mask)
     k = fft2c(torch.from_numpy(img).to(torch.complex64)[None, None])[0, 0].numpy() * mask
-    res = run_to_completion(None, Acquisition(mode="measured"), name="k", kspace=k, mask=mask.astype(np.uint8))
+    res = run_to_completion(Job(Acquisition(mode="measured"), name="k", kspace=k, mask=mask.astype(np.uint8)))
     assert [layer.name for layer in res.layers] == ["k zero-filled measured k-space"]  # no reference: no error
-    sim = run_to_completion(img, Acquisition(mode="fourier", mask_kind="gaussian2d", acceleration=4, seed=1))
+    sim = run_to_completion(Job(Acquisition(mode="fourier", mask_kind="gaussian2d", acceleration=4, seed=1), image=img))
     np.testing.assert_allclose(res.layers[0].data, sim.layers[0].data, atol=1e-4)
     assert res.metrics == {}
 
@@ -105,20 +107,36 @@ def test_measured_kspace_equals_simulated():
                                         (np.full((16, 16), np.nan), "NaN")])
 def test_bad_input_raises_naming_the_layer(bad, match):
     with pytest.raises(ValueError, match=match) as info:
-        run_to_completion(bad, Acquisition(), name="mylayer")
+        run_to_completion(Job(Acquisition(), image=bad, name="mylayer"))
     assert "mylayer" in str(info.value)
 
 
 def test_bad_batch_size_and_task_mismatch():
     with pytest.raises(ValueError, match="batch_size"):
-        run_to_completion(make_phantom(32), Acquisition(), batch_size=0)
+        run_to_completion(Job(Acquisition(), image=make_phantom(32), batch_size=0))
     idm = pytest.importorskip("idm_imaging.models").IDM
     with pytest.raises(ValueError, match="'cs'"):
-        run_to_completion(make_phantom(32), Acquisition(), model=idm(T=1, task="cs"), model_name="tiny")
+        run_to_completion(Job(Acquisition(), image=make_phantom(32)), model=idm(T=1, task="cs"), model_name="tiny")
     with pytest.raises(ValueError, match="checkpoint"):
         _engine.load_model(CHECKPOINT, None)
     with pytest.raises(ValueError, match="nowhere"):
         _engine.load_model(CHECKPOINT, "/nowhere/model")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"acquisition": Acquisition(mode="measured"), "kspace": np.zeros((16, 16), np.complex64)},
+     "needs both a k-space layer and a mask layer"),
+    ({"acquisition": Acquisition(mode="measured"), "kspace": np.zeros((16, 16), np.complex64),
+      "mask": np.ones((8, 8))}, r"mask must have the k-space slice shape \(16, 16\), got \(8, 8\)"),
+    ({"acquisition": Acquisition(), "name": "nolayer"}, "nolayer: choose an input image layer"),
+    ({"acquisition": Acquisition(), "image": np.zeros((4, 16)), "name": "thin"},
+     r"thin: each slice must be at least 8x8 pixels, got \(4, 16\)"),
+    ({"acquisition": Acquisition(mode="measured"), "kspace": np.zeros((2, 6, 6), np.complex64),
+      "mask": np.ones((6, 6))}, "kspace: each slice must be at least 8x8 pixels"),
+])
+def test_job_rejects_bad_input_before_any_work(kwargs, match):
+    with pytest.raises(ValueError, match=match):  # refused while the job is built, before reconstruct is called
+        Job(**kwargs)
 
 
 def test_model_choices_and_devices():
@@ -144,8 +162,8 @@ def test_tiny_idm_runs_through_engine():
     torch.manual_seed(0)
     model = idm(T=1, task="mri")
     img = make_phantom(32)
-    res = run_to_completion(np.stack([img, img[::-1]]), Acquisition(acceleration=4), model=model,
-                            model_name="tiny", batch_size=2, name="p")
+    res = run_to_completion(Job(Acquisition(acceleration=4), image=np.stack([img, img[::-1]]), batch_size=2, name="p"),
+                            model=model, model_name="tiny")
     assert [layer.name for layer in res.layers] == ["p zero-filled 4x random", "p IDM (tiny) 4x random",
                                                     "p |error| 4x random"]
     stack = np.stack([img, img[::-1]])
@@ -156,7 +174,8 @@ def test_tiny_idm_runs_through_engine():
 
     assert res.metrics["IDM"]["psnr"] == pytest.approx(fastmri_metrics(recon, stack)["psnr"], abs=1e-3)
     # slice batching does not change a slice: batch 1 gives the same volume
-    one = run_to_completion(stack, Acquisition(acceleration=4), model=model, model_name="tiny", batch_size=1, name="p")
+    one = run_to_completion(Job(Acquisition(acceleration=4), image=stack, batch_size=1, name="p"), model=model,
+                            model_name="tiny")
     np.testing.assert_allclose(one.layers[1].data, recon, atol=1e-5)
     assert res.layers[1].metadata["idm_imaging"]["model"] == "tiny"
 
@@ -170,8 +189,8 @@ def test_engine_bf16_close_to_fp32():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))  # off the zero-initialised injectors, so the UNet matters
-    out = {prec: run_to_completion(make_phantom(32), Acquisition(acceleration=4), model=model, precision=prec,
-                                   name="p").layers[1].data for prec in ("fp32", "bf16")}
+    out = {prec: run_to_completion(Job(Acquisition(acceleration=4), image=make_phantom(32), precision=prec, name="p"),
+                                   model=model).layers[1].data for prec in ("fp32", "bf16")}
     rel = np.linalg.norm(out["bf16"] - out["fp32"]) / np.linalg.norm(out["fp32"])
     assert 0 < rel < 0.02, rel
 
@@ -183,7 +202,7 @@ def test_embedded_mri_model_beats_zero_filled():
     if "mri-4x" not in _engine.model_choices("mri"):
         pytest.skip("embedded model 'mri' not shipped yet")
     model = _engine.load_model("mri-4x")
-    res = run_to_completion(make_brain(256), Acquisition(acceleration=4), model=model, model_name="mri-4x")
+    res = run_to_completion(Job(Acquisition(acceleration=4), image=make_brain(256)), model=model, model_name="mri-4x")
     # Require a clear 1 dB over the zero-filled image.
     assert res.metrics["IDM"]["psnr"] > res.metrics["zero-filled"]["psnr"] + 1.0
 
@@ -196,16 +215,17 @@ def test_cuda_matches_cpu_and_frees_memory():
     torch.manual_seed(0)
     model = idm(T=2, task="mri").eval()
     acq = Acquisition(acceleration=4, sigma=0.01, seed=1)
-    cpu = run_to_completion(stack, acq, model=model, device="cpu", batch_size=4)
+    cpu = run_to_completion(Job(acq, image=stack, device="cpu", batch_size=4), model=model)
     base = torch.cuda.memory_allocated()
-    gpu = run_to_completion(stack, acq, model=model, device="cuda:0", batch_size=16)
+    gpu = run_to_completion(Job(acq, image=stack, device="cuda:0", batch_size=16), model=model)
     for a, b in zip(cpu.layers, gpu.layers):
         assert np.abs(a.data - b.data).max() / stack.max() < 5e-3, a.name
     assert torch.cuda.memory_allocated() == base and next(model.parameters()).device.type == "cpu"
     torch.cuda.set_per_process_memory_fraction(0.001)
     try:
         with pytest.raises(MemoryError, match="batch_size=64"):
-            run_to_completion(np.stack([make_brain(512)] * 64), acq, model=model, device="cuda:0", batch_size=64)
+            run_to_completion(Job(acq, image=np.stack([make_brain(512)] * 64), device="cuda:0", batch_size=64),
+                              model=model)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert torch.cuda.memory_allocated() == base
@@ -446,7 +466,7 @@ def test_display_affine_shows_nifti_upright_like_dicom():
 
 def test_engine_signed_image_stays_signed():
     ct = -1000.0 + 2000.0 * make_phantom(64)
-    res = run_to_completion(ct, Acquisition(acceleration=4), name="ct")
+    res = run_to_completion(Job(Acquisition(acceleration=4), image=ct, name="ct"))
     assert res.layers[0].data.min() < -900  # air is -1000 HU, not its magnitude
     np.testing.assert_allclose(res.layers[-1].data, np.abs(res.layers[0].data - ct), atol=0.05)  # signed error
     assert res.metrics["zero-filled"]["psnr"] > 15
