@@ -97,6 +97,17 @@ def test_config_toml_roundtrip(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(cfg.to_json())
     assert load_config(p).to_dict() == cfg.to_dict()
+    # a continuation's relative paths (output, weights it starts from) are saved absolute: the run folder's
+    # train_config.json rebuilds the same model from anywhere
+    import tomllib
+
+    raw = tomllib.loads((REPO / "configs" / "cs.toml").read_text())["finetune"]["init_weights"]
+    cont = load_config(REPO / "configs" / "cs.toml")
+    assert raw.startswith("../") and Path(cont.to_dict()["finetune"]["init_weights"]) == (REPO / "configs" / raw).resolve()
+    (tmp_path / "elsewhere").mkdir()
+    p2 = tmp_path / "elsewhere" / "train_config.json"
+    p2.write_text(cont.to_json())
+    assert load_config(p2).to_dict() == cont.to_dict()
     from idm_imaging.models.registry import REGISTRY
 
     shipped = [n for n in REGISTRY if n != "prior-gray"]

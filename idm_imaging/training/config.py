@@ -320,7 +320,7 @@ class RunConfig:
         d["output_dir"] = str(self.output_path)
         d["data"]["train"] = [str(self.resolve(p)) for p in self.data.train]
         if self.finetune is not None:
-            for key in ("prior", "init"):
+            for key in ("prior", "init", "init_weights"):
                 d["finetune"][key] = self.model_ref(d["finetune"][key])
         else:
             d.pop("finetune")
