@@ -343,6 +343,26 @@ def _idm_fn(model):
 
 
 # ----------------------------------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    """What the steps of a run share: settings, device, recorder, datasets folder, the methods every setting runs
+    (with their recorded settings) and the IDM models used."""
+
+    cfg: BenchmarkConfig
+    dev: torch.device
+    rec: _Recorder
+    data_root: Path
+    pinv: PseudoInverse
+    tv: TVFista
+    methods: dict
+    prior: DiffusionPrior | None = None
+    prior_folder: Path | None = None
+    diffusion: list = field(default_factory=list)
+    steps_note: str = ""
+    external: list = field(default_factory=list)
+    idm_models: dict = field(default_factory=dict)
+
+
 def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", device: str | torch.device = "cpu",
         *, datasets_dir: str | os.PathLike | None = None, docs_dir: str | os.PathLike | None = None,
         log: Callable[[str], None] | None = print, command: str | None = None, **settings) -> dict:
@@ -365,6 +385,24 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     Returns:
         The results dict (also written as JSON): ``meta``, ``settings``, ``methods``, ``rows``, ``skipped``.
     """
+    dev = _check_arguments(quick, out_dir, device)
+    cfg = BenchmarkConfig.for_mode(quick, **settings)
+    from idm_imaging.datasets import data_root as data_folder
+
+    data_root = data_folder(datasets_dir, must_exist=False)  # a missing folder: its sets are reported as skipped
+    docs = Path(docs_dir) if docs_dir is not None else _REPO / "docs"
+    out = Path(out_dir)
+    logf = log or (lambda s: None)
+    r = _setup(cfg, dev, _Recorder(dev, logf), data_root)
+    _natural_sets(r)
+    _mri_sets(r)
+    results = _results(r, _command(command, quick, settings))
+    _write_outputs(results, r, out, docs, logf)
+    return results
+
+
+def _check_arguments(quick, out_dir, device) -> torch.device:
+    """Check ``run``'s arguments and return the torch device (TypeError / ValueError naming the argument)."""
     if not isinstance(quick, bool):
         raise TypeError(f"quick: expected a bool, got {type(quick).__name__}")
     if not isinstance(out_dir, (str, os.PathLike)):
@@ -375,149 +413,187 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
         raise ValueError(f"device: {device!r} is not a torch device ({e})") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    cfg = BenchmarkConfig.for_mode(quick, **settings)
-    from idm_imaging.datasets import data_root as data_folder
+    return dev
 
-    data_root = data_folder(datasets_dir, must_exist=False)  # a missing folder: its sets are reported as skipped
-    docs = Path(docs_dir) if docs_dir is not None else _REPO / "docs"
-    out = Path(out_dir)
-    logf = log or (lambda s: None)
-    rec = _Recorder(dev, logf)
+
+def _setup(cfg: BenchmarkConfig, dev: torch.device, rec: _Recorder, data_root: Path) -> _Run:
+    """Seed, then build the methods every setting runs: pseudo-inverse, TV-FISTA, DDNM / DPS, external peers."""
     torch.manual_seed(0)
-
-    # ---- shared methods
     pinv, tv = PseudoInverse(), TVFista(iterations=cfg.tv_iterations)
     methods: dict[str, dict] = {"pseudo-inverse": {"kind": "A^+ y (zero-filled for MRI)", **pinv.settings()},
                                 "TV-FISTA": tv.settings()}
-    prior = None
-    prior_folder, why = _model_folder(cfg.prior, cfg)
+    r = _Run(cfg, dev, rec, data_root, pinv, tv, methods)
+    _setup_diffusion(r)
+    r.steps_note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (quick)"
+    r.external = _external_methods(cfg, rec, methods)
+    return r
+
+
+def _setup_diffusion(r: _Run) -> None:
+    """Load the diffusion prior and build DDNM and DPS on it, or record why they are skipped."""
+    cfg, rec = r.cfg, r.rec
+    r.prior_folder, why = _model_folder(cfg.prior, cfg)
     if not cfg.diffusion:
         rec.skip("main", "DDNM, DPS", "left out of this run (diffusion=False, --no-diffusion)")
-    elif prior_folder is None:
+    elif r.prior_folder is None:
         rec.skip("main", "DDNM, DPS", f"diffusion prior {cfg.prior!r} not available ({why})")
     else:
         try:
-            prior = DiffusionPrior.from_folder(prior_folder, name=str(cfg.prior)).to(dev)
+            r.prior = DiffusionPrior.from_folder(r.prior_folder, name=str(cfg.prior)).to(r.dev)
         except (ValueError, OSError) as e:
             rec.skip("main", "DDNM, DPS", f"diffusion prior {cfg.prior!r} failed to load: {e}")
-    diffusion = []
-    if prior is not None:
-        ddnm = DDNM(prior, steps=cfg.diffusion_steps)
-        dps = DPS(prior, steps=cfg.diffusion_steps)
-        diffusion = [("DDNM", ddnm), ("DPS", dps)]
-        note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (--quick), published: 100"
-        trained = _prior_training(prior_folder)
-        methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
-        methods["DPS"] = {**dps.settings(), **trained, "note": note}
-    steps_note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (quick)"
-    external = _external_methods(cfg, rec, methods)
-    idm_models: dict[str, str] = {}
+    if r.prior is None:
+        return
+    ddnm = DDNM(r.prior, steps=cfg.diffusion_steps)
+    dps = DPS(r.prior, steps=cfg.diffusion_steps)
+    r.diffusion = [("DDNM", ddnm), ("DPS", dps)]
+    note = "" if cfg.diffusion_steps == 100 else f"{cfg.diffusion_steps} steps (--quick), published: 100"
+    trained = _prior_training(r.prior_folder)
+    r.methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
+    r.methods["DPS"] = {**dps.settings(), **trained, "note": note}
 
-    # ---- natural images, block CS
-    for set_name in cfg.natural_sets:
-        folder = data_root / "natural" / "test" / set_name
+
+def _shared_rows(r: _Run, set_name: str, setting: str, cases: list, kind: str, first: str) -> None:
+    """Main-table rows of the methods every setting runs: ``first`` (the pseudo-inverse, named for the modality),
+    TV-FISTA, the external peers, DDNM and DPS."""
+    r.rec.evaluate("main", set_name, setting, first, r.pinv, cases, kind)
+    r.rec.evaluate("main", set_name, setting, "TV-FISTA", r.tv, cases, kind)
+    for mname, m, lib in r.external:
+        r.rec.evaluate("main", set_name, setting, mname, m, cases, kind, note=lib)
+    for mname, m in r.diffusion:
+        r.rec.evaluate("main", set_name, setting, mname, m, cases, kind, model=r.prior.name, note=r.steps_note)
+
+
+def _natural_sets(r: _Run) -> None:
+    """Natural images, block CS: every method at every ratio, set by set."""
+    for set_name in r.cfg.natural_sets:
+        folder = r.data_root / "natural" / "test" / set_name
         if not folder.is_dir():
-            rec.skip("main", set_name, f"dataset folder {folder} not found")
+            r.rec.skip("main", set_name, f"dataset folder {folder} not found")
             continue
-        images = _load_images(folder, cfg.n_natural, cfg.crop)
-        for ratio in cfg.ratios:
-            setting = f"CS {round(ratio * 100)}%"
-            cases = [(n, x, BlockCS_for(ratio, x)) for n, x in images]
-            rec.evaluate("main", set_name, setting, "pseudo-inverse", pinv, cases, "natural")
-            rec.evaluate("main", set_name, setting, "TV-FISTA", tv, cases, "natural")
-            for mname, m, lib in external:
-                rec.evaluate("main", set_name, setting, mname, m, cases, "natural", note=lib)
-            for mname, m in diffusion:
-                rec.evaluate("main", set_name, setting, mname, m, cases, "natural", model=prior.name, note=steps_note)
-            name, model, mfolder = _default_idm("cs", cfg, dev, rec, f"IDM on {set_name} {setting}", ratio=ratio)
-            if model is not None:
-                idm_models[name] = _model_label(mfolder)
-                rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
-                single = "ratio_range" not in (model.config.operator_config or {})
-                for other in cfg.gen_ratios.get(ratio, ()) if single else ():
-                    gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
-                    gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
-                    rec.evaluate("generalisation", set_name, gset, "IDM", _idm_fn(model), gcases, "natural", model=name)
-                del model
+        images = _load_images(folder, r.cfg.n_natural, r.cfg.crop)
+        for ratio in r.cfg.ratios:
+            _cs_ratio(r, set_name, images, ratio)
 
-    # ---- MRI
+
+def _cs_ratio(r: _Run, set_name: str, images: list, ratio: float) -> None:
+    """One block-CS ratio on one set: the shared methods, then IDM (and its generalisation rows)."""
+    setting = f"CS {round(ratio * 100)}%"
+    cases = [(n, x, BlockCS_for(ratio, x)) for n, x in images]
+    _shared_rows(r, set_name, setting, cases, "natural", "pseudo-inverse")
+    name, model, mfolder = _default_idm("cs", r.cfg, r.dev, r.rec, f"IDM on {set_name} {setting}", ratio=ratio)
+    if model is None:
+        return
+    r.idm_models[name] = _model_label(mfolder)
+    r.rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "natural", model=name)
+    _cs_generalisation(r, set_name, images, ratio, name, model)
+
+
+def _cs_generalisation(r: _Run, set_name: str, images: list, ratio: float, name: str, model) -> None:
+    """Generalisation rows of a single-ratio IDM model: the other ratios ``gen_ratios`` lists for its own."""
+    single = "ratio_range" not in (model.config.operator_config or {})
+    for other in r.cfg.gen_ratios.get(ratio, ()) if single else ():
+        gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
+        gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
+        r.rec.evaluate("generalisation", set_name, gset, "IDM", _idm_fn(model), gcases, "natural", model=name)
+
+
+def _mri_sets(r: _Run) -> None:
+    """MRI, single-coil Cartesian: every method at every acceleration and mask, set by set."""
     from idm_imaging.operators import SingleCoilFourier
 
-    for set_name in cfg.mri_sets:
-        images = _load_mri_set(data_root, set_name, cfg.n_mri, cfg.crop)
+    for set_name in r.cfg.mri_sets:
+        images = _load_mri_set(r.data_root, set_name, r.cfg.n_mri, r.cfg.crop)
         if not images:
-            rec.skip("main", set_name, f"dataset {set_name} not found under {data_root / 'mri'}")
+            r.rec.skip("main", set_name, f"dataset {set_name} not found under {r.data_root / 'mri'}")
             continue
 
         def mri_cases(kind: str, acc: float, images=images):
             return [(n, x, SingleCoilFourier.from_mask_params(kind, tuple(x.shape[-2:]), acc, seed=i))
                     for i, (n, x) in enumerate(images)]
 
-        for acc in cfg.accelerations:
-            name, model, mfolder = _default_idm("mri", cfg, dev, rec, f"IDM on {set_name} {acc}x", acceleration=acc)
-            record = _training_record(mfolder) if mfolder is not None else {}
-            for kind in cfg.mri_masks:
-                setting = f"{acc}x {kind} Cartesian"
-                cases = mri_cases(kind, acc)
-                rec.evaluate("main", set_name, setting, "zero-filled", pinv, cases, "mri")
-                rec.evaluate("main", set_name, setting, "TV-FISTA", tv, cases, "mri")
-                for mname, m, lib in external:
-                    rec.evaluate("main", set_name, setting, mname, m, cases, "mri", note=lib)
-                for mname, m in diffusion:
-                    rec.evaluate("main", set_name, setting, mname, m, cases, "mri", model=prior.name,
-                                 note=steps_note)
-                trained: list[tuple[str, Callable, str]] = []
-                if model is not None:
-                    idm_models[name] = _model_label(mfolder)
-                    rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "mri", model=name)
-                    trained.append(("IDM", _idm_fn(model), name))
-                if set_name != "BrainImages_test" or kind != "random":
-                    continue
-                vn = _varnet_for(acc, cfg, data_root, record, dev, rec, methods, setting)
-                if vn is not None:
-                    rec.evaluate("main", set_name, setting, "VarNet", vn, cases, "mri",
-                                 model=f"varnet-{acc}x", note=methods[f"VarNet {acc}x"]["note"])
-                    trained.append(("VarNet", vn, f"varnet-{acc}x"))
-                if model is not None and "acceleration_range" in (model.config.operator_config or {}):
-                    trained = trained[1:]  # a model for every acceleration and mask: its rows are all main rows
-                gen = [(k, acc) for k in cfg.gen_masks]
-                if cfg.gen_cross_acceleration:
-                    gen += [("random", a) for a in cfg.accelerations if a != acc]
-                for gkind, a in gen if trained else ():
-                    gcases = mri_cases(gkind, a)
-                    gset = f"{a}x {gkind} (trained {acc}x random)"
-                    rec.evaluate("generalisation", set_name, gset, "zero-filled", pinv, gcases, "mri",
-                                 note="reference, no training")
-                    for mname, fn, model_name in trained:
-                        rec.evaluate("generalisation", set_name, gset, mname, fn, gcases, "mri", model=model_name)
-            del model
+        for acc in r.cfg.accelerations:
+            _mri_acceleration(r, set_name, acc, mri_cases)
 
+
+def _mri_acceleration(r: _Run, set_name: str, acc, mri_cases: Callable) -> None:
+    """One acceleration on one MRI set: every mask's main rows; on BrainImages_test's random mask also VarNet and
+    the generalisation rows of the single-setting models."""
+    name, model, mfolder = _default_idm("mri", r.cfg, r.dev, r.rec, f"IDM on {set_name} {acc}x", acceleration=acc)
+    record = _training_record(mfolder) if mfolder is not None else {}
+    for kind in r.cfg.mri_masks:
+        setting = f"{acc}x {kind} Cartesian"
+        cases = mri_cases(kind, acc)
+        _shared_rows(r, set_name, setting, cases, "mri", "zero-filled")
+        trained: list[tuple[str, Callable, str]] = []
+        if model is not None:
+            r.idm_models[name] = _model_label(mfolder)
+            r.rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model), cases, "mri", model=name)
+            trained.append(("IDM", _idm_fn(model), name))
+        if set_name != "BrainImages_test" or kind != "random":
+            continue
+        vn = _varnet_for(acc, r.cfg, r.data_root, record, r.dev, r.rec, r.methods, setting)
+        if vn is not None:
+            r.rec.evaluate("main", set_name, setting, "VarNet", vn, cases, "mri",
+                           model=f"varnet-{acc}x", note=r.methods[f"VarNet {acc}x"]["note"])
+            trained.append(("VarNet", vn, f"varnet-{acc}x"))
+        if model is not None and "acceleration_range" in (model.config.operator_config or {}):
+            trained = trained[1:]  # a model for every acceleration and mask: its rows are all main rows
+        _mri_generalisation(r, set_name, acc, trained, mri_cases)
+
+
+def _mri_generalisation(r: _Run, set_name: str, acc, trained: list, mri_cases: Callable) -> None:
+    """Generalisation rows of the models trained for ``acc`` x random: the ``gen_masks`` at ``acc`` and (with
+    ``gen_cross_acceleration``) the random mask at the other accelerations, next to the zero-filled reference."""
+    gen = [(k, acc) for k in r.cfg.gen_masks]
+    if r.cfg.gen_cross_acceleration:
+        gen += [("random", a) for a in r.cfg.accelerations if a != acc]
+    for gkind, a in gen if trained else ():
+        gcases = mri_cases(gkind, a)
+        gset = f"{a}x {gkind} (trained {acc}x random)"
+        r.rec.evaluate("generalisation", set_name, gset, "zero-filled", r.pinv, gcases, "mri",
+                       note="reference, no training")
+        for mname, fn, model_name in trained:
+            r.rec.evaluate("generalisation", set_name, gset, mname, fn, gcases, "mri", model=model_name)
+
+
+def _command(command: str | None, quick: bool, settings: dict) -> str:
+    """The command quoted in the Markdown: the one given, else this call written as Python."""
+    if command is not None:
+        return command
+    args = ([f"quick={quick}"] if quick else []) + [f"{k}={v!r}" for k, v in settings.items()]
+    return f"idm_imaging.benchmark.run({', '.join(args)})"
+
+
+def _results(r: _Run, command: str) -> dict:
+    """The results dict: ``meta`` (versions, command, date, hardware, models), ``settings``, ``methods``, ``rows``,
+    ``skipped``."""
     import idm_imaging
 
-    if command is None:
-        args = ([f"quick={quick}"] if quick else []) + [f"{k}={v!r}" for k, v in settings.items()]
-        command = f"idm_imaging.benchmark.run({', '.join(args)})"
-    results = {
+    return {
         "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
                  "command": command,
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "hardware": _hardware(dev), "quick": cfg.quick, "datasets_dir": str(data_root),
-                 "models": {"prior": _model_label(prior_folder) if prior is not None else None, **idm_models}},
-        "settings": _jsonable(dataclasses.asdict(cfg)),
-        "methods": methods,
-        "rows": rec.rows,
-        "skipped": rec.skipped,
+                 "hardware": _hardware(r.dev), "quick": r.cfg.quick, "datasets_dir": str(r.data_root),
+                 "models": {"prior": _model_label(r.prior_folder) if r.prior is not None else None, **r.idm_models}},
+        "settings": _jsonable(dataclasses.asdict(r.cfg)),
+        "methods": r.methods,
+        "rows": r.rec.rows,
+        "skipped": r.rec.skipped,
     }
-    stem = cfg.stem
+
+
+def _write_outputs(results: dict, r: _Run, out: Path, docs: Path, logf: Callable[[str], None]) -> None:
+    """Write ``out/STEM.json`` and ``.csv``, ``docs/STEM.md`` and (when there are rows) ``docs/STEM_figure.png``."""
+    stem = r.cfg.stem
     _atomic_write(out / f"{stem}.json", json.dumps(results, indent=2).encode())
-    _atomic_write(out / f"{stem}.csv", _csv(rec.rows).encode())
+    _atomic_write(out / f"{stem}.csv", _csv(r.rec.rows).encode())
     _atomic_write(docs / f"{stem}.md", _markdown(results, out / f"{stem}.json", f"{stem}_figure.png").encode())
-    fig = _figure(rec.figure, cfg.figure_methods_max)
+    fig = _figure(r.rec.figure, r.cfg.figure_methods_max)
     if fig is not None:
         _atomic_write(docs / f"{stem}_figure.png", fig)
     logf(f"wrote {out / (stem + '.json')}, {out / (stem + '.csv')}, {docs / (stem + '.md')}"
          + (f", {docs / (stem + '_figure.png')}" if fig is not None else " (no figure: no rows)"))
-    return results
 
 
 def BlockCS_for(ratio: float, x: torch.Tensor):  # noqa: N802 (named after the operator it builds)

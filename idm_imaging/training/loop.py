@@ -32,7 +32,9 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -202,20 +204,114 @@ def train(config, resume: bool = False) -> Path:
 
 
 def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> Path:
+    """Set the run up (resuming from the latest checkpoint when asked), train, then save the final record."""
     tc = cfg.train
     out = cfg.output_path
+    ck = _prepare_output(cfg, out, info, resume)
+    _seed(cfg, device)
+    p = _build(cfg, info, device)
+    step, elapsed, total_steps = _resume(ck, p, tc, info, device)
+    _wrap(p, tc, info, device)
+    outputs = _Outputs(out, cfg, info, step, total_steps)
+    clock = _CLOCKS[tc.clock]
+    # The running loss stays on the device: one host sync per log interval, not per step.
+    st = _Progress(step=step, total_steps=total_steps, clock=clock, t0=clock() - elapsed,
+                   loss_sum=torch.zeros((), dtype=torch.float64, device=device))
+    p.model.train()
+    try:
+        _train_loop(cfg, info, device, out, p, st, outputs)
+    finally:
+        outputs.close()
+
+    _finish(out, cfg, p.stage, p.model, p.ema, info, device, st.step, st.clock() - st.t0)
+    return out
+
+
+@dataclass
+class _Parts:
+    """What the loop trains with: stage, model (``net``: wrapped for DDP / compile), data, optimiser, schedule,
+    EMA and the autocast context."""
+
+    stage: Any
+    model: torch.nn.Module
+    dataset: PatchDataset
+    batches_per_epoch: int
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: Any
+    net: Any = None
+    autocast: Callable = contextlib.nullcontext
+
+
+@dataclass
+class _Progress:
+    """The loop's running state: step, total steps (moved by ``fit_to_time``), clock, loss since the last log
+    point, the time budget's verdict and the step-rate mark."""
+
+    step: int
+    total_steps: int
+    clock: Callable[[], float]
+    t0: float
+    loss_sum: torch.Tensor
+    loss_n: int = 0
+    out_of_time: bool = False
+    # (step, time) at this process's first log point: the mean step rate is timed from there
+    rate_mark: tuple[int, float] | None = None
+
+
+class _Outputs:
+    """Rank 0's progress outputs: ``log.csv``, TensorBoard (when installed) and the progress bar; None elsewhere."""
+
+    def __init__(self, out: Path, cfg: RunConfig, info: DistInfo, step: int, total_steps: int):
+        self.log = _CsvLog(out / "log.csv", step) if info.is_main else None
+        self.tb = _tensorboard(out) if info.is_main else None
+        self.bar = None
+        if info.is_main:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
+
+    def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        """Record a log point in ``log.csv``, TensorBoard and the progress bar."""
+        self.log.write(step, loss, lr, seconds)
+        if self.tb is not None:
+            self.tb.add_scalar("loss", loss, step)
+            self.tb.add_scalar("lr", lr, step)
+        self.bar.set_postfix(loss=f"{loss:.4g}", lr=f"{lr:.2e}")
+
+    def close(self) -> None:
+        """Close the progress bar, ``log.csv`` and the TensorBoard writer."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            self.log.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _prepare_output(cfg: RunConfig, out: Path, info: DistInfo, resume: bool) -> Path | None:
+    """Check the output folder, write ``train_config.json`` (rank 0) and return the checkpoint to resume from."""
     ckpt.check_output_dir(out, resume)
     ck = ckpt.latest_checkpoint(out) if resume else None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / "train_config.json", cfg.to_json())
     barrier(info)
+    return ck
 
+
+def _seed(cfg: RunConfig, device: torch.device) -> None:
+    """Seed torch, NumPy and ``random`` from ``cfg.seed`` (and flush CPU denormals)."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals (dark image regions, tiny grads) slow CPU kernels many-fold
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
+
+
+def _build(cfg: RunConfig, info: DistInfo, device: torch.device) -> _Parts:
+    """Build the stage, its model, the patch dataset, Adam, the LR schedule and the EMA."""
+    tc = cfg.train
     stage = make_stage(cfg)
     model = stage.build_model().to(device)
     dataset = PatchDataset([str(cfg.resolve(p)) for p in cfg.data.train], cfg.data.patch_size, seed=cfg.seed,
@@ -234,115 +330,118 @@ def _run(cfg: RunConfig, info: DistInfo, device: torch.device, resume: bool) -> 
         from diffusers.training_utils import EMAModel
 
         ema = EMAModel(model.parameters(), decay=tc.ema_decay)
+    return _Parts(stage, model, dataset, bpe, opt, sched, ema)
 
-    step, elapsed = 0, 0.0
+
+def _resume(ck: Path | None, p: _Parts, tc: TrainConfig, info: DistInfo,
+            device: torch.device) -> tuple[int, float, int]:
+    """Restore weights, optimiser, schedule, EMA and this rank's RNG states from checkpoint ``ck``; return
+    ``(step, elapsed seconds, total steps)`` (a fresh start without one)."""
     total_steps = tc.steps
-    if ck is not None:
-        ckpt.load_model_weights(model, ck / "model")
-        st = ckpt.load_state(ck, "train_state")
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        if ema is not None:
-            if st["ema"] is None:
-                raise ValueError(f"checkpoint {ck} has no EMA state but config key 'train.ema_decay' enables EMA")
-            ema.load_state_dict(st["ema"])
-            ema.to(device)
-        step, elapsed = int(st["step"]), float(st["elapsed"])
-        if tc.fit_to_time:
-            total_steps = sched.lr_lambdas[0].total
-        rng_file = ck / f"rng-rank{info.rank}.json"
-        ckpt.set_rng_state(ckpt.load_state(ck, f"rng-rank{info.rank}" if rng_file.is_file() else "rng-rank0"))
+    if ck is None:
+        return 0, 0.0, total_steps
+    ckpt.load_model_weights(p.model, ck / "model")
+    st = ckpt.load_state(ck, "train_state")
+    p.opt.load_state_dict(st["optimizer"])
+    p.sched.load_state_dict(st["scheduler"])
+    if p.ema is not None:
+        if st["ema"] is None:
+            raise ValueError(f"checkpoint {ck} has no EMA state but config key 'train.ema_decay' enables EMA")
+        p.ema.load_state_dict(st["ema"])
+        p.ema.to(device)
+    step, elapsed = int(st["step"]), float(st["elapsed"])
+    if tc.fit_to_time:
+        total_steps = p.sched.lr_lambdas[0].total
+    rng_file = ck / f"rng-rank{info.rank}.json"
+    ckpt.set_rng_state(ckpt.load_state(ck, f"rng-rank{info.rank}" if rng_file.is_file() else "rng-rank0"))
+    return step, elapsed, total_steps
 
-    net = model
+
+def _wrap(p: _Parts, tc: TrainConfig, info: DistInfo, device: torch.device) -> None:
+    """Set ``p.net`` (the model under DDP and ``torch.compile`` when on) and ``p.autocast`` (bf16 or none)."""
+    net = p.model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DDP(p.model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:
         net = torch.compile(net)
+    p.net = net
     from idm_imaging.inference import bf16_is_fast
 
     # "auto": bf16 where the device runs it natively (emulated bf16 on a CPU is many times slower than fp32)
     use_bf16 = tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and bf16_is_fast(device))
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    p.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
-    log = _CsvLog(out / "log.csv", step) if info.is_main else None
-    tb = _tensorboard(out) if info.is_main else None
-    bar = None
+
+def _train_loop(cfg: RunConfig, info: DistInfo, device: torch.device, out: Path, p: _Parts, st: _Progress,
+                outputs: _Outputs) -> None:
+    """Train epoch by epoch until the total steps are done or the time is up, logging and checkpointing."""
+    tc = cfg.train
+    while st.step < st.total_steps and not st.out_of_time:
+        epoch, b0 = divmod(st.step, p.batches_per_epoch)
+        loader = make_loader(p.dataset, cfg.data.batch_size, epoch, cfg.seed, info.rank, info.world_size,
+                             start_batch=b0, num_workers=cfg.data.num_workers)
+        for x in loader:
+            lr_used = _optimisation_step(cfg, info, device, p, st, x)
+            if st.step % tc.log_every == 0 or st.step == st.total_steps:
+                _log_point(tc, info, device, p, st, outputs, lr_used)
+            if outputs.bar is not None:
+                outputs.bar.update(1)
+            if st.step % tc.checkpoint_every == 0 or st.step == st.total_steps or st.out_of_time:
+                _save_checkpoint(out, st.step, st.clock() - st.t0, cfg, p.stage, p.model, p.opt, p.sched, p.ema,
+                                 info)
+            if st.step >= st.total_steps or st.out_of_time:
+                break
+
+
+def _optimisation_step(cfg: RunConfig, info: DistInfo, device: torch.device, p: _Parts, st: _Progress,
+                       x: torch.Tensor) -> float:
+    """One step on batch ``x`` (loss, backward, clipping, Adam, schedule, EMA); return the learning rate it used."""
+    tc = cfg.train
+    gen = torch.Generator().manual_seed(_step_seed(cfg.seed, info.rank, st.step))
+    x = x.to(device, non_blocking=True)
+    with p.autocast():
+        loss = p.stage.loss(p.net, x, gen, st.step)
+    p.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(p.model.parameters(), tc.grad_clip)
+    lr_used = p.opt.param_groups[0]["lr"]
+    p.opt.step()
+    p.sched.step()
+    if p.ema is not None:
+        p.ema.step(p.model.parameters())
+    st.step += 1
+    st.loss_sum += loss.detach()
+    st.loss_n += 1
+    return lr_used
+
+
+def _log_point(tc: TrainConfig, info: DistInfo, device: torch.device, p: _Parts, st: _Progress, outputs: _Outputs,
+               lr_used: float) -> None:
+    """Log the loss averaged over the interval and the ranks, check the time budget and (``fit_to_time``) refit
+    the schedule's length to the measured step rate."""
+    mean = st.loss_sum / st.loss_n
+    if info.enabled:
+        torch.distributed.all_reduce(mean)
+        mean /= info.world_size
+    mean_value = mean.item()
+    if not math.isfinite(mean_value):
+        raise FloatingPointError(f"non-finite loss {mean_value} in the steps up to {st.step}")
+    st.loss_sum, st.loss_n = torch.zeros_like(st.loss_sum), 0
     if info.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.stage}", unit="it", dynamic_ncols=True)
-    clock = _CLOCKS[tc.clock]
-    t0 = clock() - elapsed
-    # The running loss stays on the device: one host sync per log interval, not per step.
-    loss_sum, loss_n = torch.zeros((), dtype=torch.float64, device=device), 0
-    out_of_time = False
-    rate_mark = None  # (step, time) at this process's first log point: the mean step rate is timed from there
-    model.train()
-    try:
-        while step < total_steps and not out_of_time:
-            epoch, b0 = divmod(step, bpe)
-            loader = make_loader(dataset, cfg.data.batch_size, epoch, cfg.seed, info.rank, info.world_size,
-                                 start_batch=b0, num_workers=cfg.data.num_workers)
-            for x in loader:
-                gen = torch.Generator().manual_seed(_step_seed(cfg.seed, info.rank, step))
-                x = x.to(device, non_blocking=True)
-                with autocast():
-                    loss = stage.loss(net, x, gen, step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                lr_used = opt.param_groups[0]["lr"]
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.step(model.parameters())
-                step += 1
-                loss_sum += loss.detach()
-                loss_n += 1
-                if step % tc.log_every == 0 or step == total_steps:
-                    mean = loss_sum / loss_n
-                    if info.enabled:
-                        torch.distributed.all_reduce(mean)
-                        mean /= info.world_size
-                    mean_value = mean.item()
-                    if not math.isfinite(mean_value):
-                        raise FloatingPointError(f"non-finite loss {mean_value} in the steps up to {step}")
-                    loss_sum, loss_n = torch.zeros_like(loss_sum), 0
-                    if info.is_main:
-                        log.write(step, mean_value, lr_used, clock() - t0)
-                        if tb is not None:
-                            tb.add_scalar("loss", mean_value, step)
-                            tb.add_scalar("lr", lr_used, step)
-                        bar.set_postfix(loss=f"{mean_value:.4g}", lr=f"{lr_used:.2e}")
-                    out_of_time = _out_of_time(tc.max_seconds, clock() - t0, info, device)
-                    if tc.fit_to_time and rate_mark is None:
-                        rate_mark = (step, clock())
-                    elif tc.fit_to_time:  # refitted at every log point: the machine may slow down or speed up
-                        now = clock()
-                        total_steps = _fit_steps(tc, step, rate_mark, now, now - t0, info, device)
-                        sched.lr_lambdas[0].refit(sched.last_epoch, total_steps)
-                        rate_mark = (step, now)  # the next fit uses the latest interval's rate
-                        if bar is not None:
-                            bar.total = total_steps
-                if bar is not None:
-                    bar.update(1)
-                if step % tc.checkpoint_every == 0 or step == total_steps or out_of_time:
-                    _save_checkpoint(out, step, clock() - t0, cfg, stage, model, opt, sched, ema, info)
-                if step >= total_steps or out_of_time:
-                    break
-    finally:
-        if bar is not None:
-            bar.close()
-        if log is not None:
-            log.close()
-        if tb is not None:
-            tb.close()
-
-    _finish(out, cfg, stage, model, ema, info, device, step, clock() - t0)
-    return out
+        outputs.write(st.step, mean_value, lr_used, st.clock() - st.t0)
+    st.out_of_time = _out_of_time(tc.max_seconds, st.clock() - st.t0, info, device)
+    if tc.fit_to_time and st.rate_mark is None:
+        st.rate_mark = (st.step, st.clock())
+    elif tc.fit_to_time:  # refitted at every log point: the machine may slow down or speed up
+        now = st.clock()
+        st.total_steps = _fit_steps(tc, st.step, st.rate_mark, now, now - st.t0, info, device)
+        p.sched.lr_lambdas[0].refit(p.sched.last_epoch, st.total_steps)
+        st.rate_mark = (st.step, now)  # the next fit uses the latest interval's rate
+        if outputs.bar is not None:
+            outputs.bar.total = st.total_steps
 
 
 # train.clock: "wall" seconds, or "cpu" seconds of this process (a budget that other load on the machine does not
