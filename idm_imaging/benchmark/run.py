@@ -358,6 +358,7 @@ class _Run:
     prior: DiffusionPrior | None = None
     prior_folder: Path | None = None
     diffusion: list = field(default_factory=list)
+    diffusion_natural: list = field(default_factory=list)  # samplers of a grayscale prior: block CS only
     steps_note: str = ""
     external: list = field(default_factory=list)
     idm_models: dict = field(default_factory=dict)
@@ -430,7 +431,8 @@ def _setup(cfg: BenchmarkConfig, dev: torch.device, rec: _Recorder, data_root: P
 
 
 def _setup_diffusion(r: _Run) -> None:
-    """Load the diffusion prior and build DDNM and DPS on it, or record why they are skipped."""
+    """Load the diffusion prior and build DDNM and DPS on it (and deepinv's DiffPIR where deepinv is installed), or
+    record why they are skipped."""
     cfg, rec = r.cfg, r.rec
     r.prior_folder, why = _model_folder(cfg.prior, cfg)
     if not cfg.diffusion:
@@ -451,6 +453,18 @@ def _setup_diffusion(r: _Run) -> None:
     trained = _prior_training(r.prior_folder)
     r.methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
     r.methods["DPS"] = {**dps.settings(), **trained, "note": note}
+    from importlib.util import find_spec
+
+    if not cfg.deepinv:
+        rec.skip("main", "deepinv DiffPIR", "left out of this run (deepinv=False)")
+    elif find_spec("deepinv") is None:
+        rec.skip("main", "deepinv DiffPIR", "deepinv is not installed (pip install 'idm-imaging[deepinv]')")
+    else:
+        from idm_imaging.interop.deepinv import DeepinvDiffPIR
+
+        diffpir = DeepinvDiffPIR(r.prior, steps=cfg.diffusion_steps)
+        r.diffusion_natural = [(diffpir.name, diffpir)]
+        r.methods[diffpir.name] = {**diffpir.settings(), **trained, "note": note}
 
 
 def _shared_rows(r: _Run, set_name: str, setting: str, cases: list, kind: str, first: str) -> None:
@@ -460,7 +474,7 @@ def _shared_rows(r: _Run, set_name: str, setting: str, cases: list, kind: str, f
     r.rec.evaluate("main", set_name, setting, "TV-FISTA", r.tv, cases, kind)
     for mname, m, lib in r.external:
         r.rec.evaluate("main", set_name, setting, mname, m, cases, kind, note=lib)
-    for mname, m in r.diffusion:
+    for mname, m in r.diffusion + (r.diffusion_natural if kind == "natural" else []):
         r.rec.evaluate("main", set_name, setting, mname, m, cases, kind, model=r.prior.name, note=r.steps_note)
 
 
@@ -763,7 +777,8 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
             "unmeasured part of the constant image); no other test-time settings.", "",
             "References: TV-FISTA (Beck & Teboulle 2009, TV prox by Chambolle 2004); DDNM (Wang, Yu, "
             "Zhang, ICLR 2023); DPS (Chung et al., ICLR 2023); PnP-BM3D (Venkatakrishnan et al. 2013, BM3D by Dabov "
-            "et al. 2007, the `bm3d` package); deepinv (Tachella et al., the `deepinv` library); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
+            "et al. 2007, the `bm3d` package); deepinv (Tachella et al., the `deepinv` library: TV and wavelet FISTA, "
+            "DiffPIR by Zhu et al., CVPR workshops 2023, on the same prior as DDNM / DPS); e2e-VarNet (Sriram et al., MICCAI 2020; MONAI "
             "`VariationalNetworkModel`); IDM (Chen et al., TPAMI 2025).", "",
             f"![every method on the same image, with error maps]({figure_name})", ""]
     return "\n".join(out)

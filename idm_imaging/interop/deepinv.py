@@ -1,5 +1,5 @@
 """deepinv interop: our operators as deepinv physics and back, IDM as a deepinv ``Reconstructor``, deepinv's
-variational solvers as benchmark peers. Needs the ``deepinv`` extra (``pip install idm-imaging[deepinv]``).
+variational solvers and its diffusion sampler DiffPIR (on our diffusion prior) as benchmark peers. Needs the ``deepinv`` extra (``pip install idm-imaging[deepinv]``).
 
 Conventions. deepinv's ``MRI`` works on real tensors with the real and imaginary parts as 2 channels
 ``(B, 2, H, W)``; our :class:`~idm_imaging.operators.SingleCoilFourier` on complex ``(B, 1, H, W)``. Both use the
@@ -38,7 +38,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from idm_imaging.operators import BlockCS, LinearOperator, SingleCoilFourier
 
-__all__ = ["OperatorPhysics", "PhysicsOperator", "IDMReconstructor", "DeepinvSolver", "to_deepinv",
+__all__ = ["OperatorPhysics", "PhysicsOperator", "IDMReconstructor", "DeepinvSolver", "DeepinvDiffPIR",
+           "PriorDenoiser", "to_deepinv",
            "operator_from_deepinv", "complex_to_channels", "channels_to_complex"]
 
 _ORTHO_TOL = 1e-4  # relative ||A A^H y - y|| below which a physics counts as having orthonormal rows
@@ -255,3 +256,88 @@ class DeepinvSolver(torch.nn.Module):
         if isinstance(physics, MRI):
             return channels_to_complex(self.solver(complex_to_channels(y), physics))
         return self.solver(y, physics)
+
+
+class PriorDenoiser(torch.nn.Module):
+    """Our diffusion prior as a deepinv denoiser ``D(x, sigma)`` on ``[0, 1]`` images: Tweedie's estimate
+    ``x0 = (z - sqrt(1 - a_t) eps(z, t)) / sqrt(a_t)``, ``z = sqrt(a_t) x`` in the prior's range, at the timestep
+    whose noise level ``sqrt(1 / a_t - 1)`` is nearest to ``sigma`` (``2 sigma`` for a prior trained on ``[-1, 1]``).
+    deepinv's ``ScoreModelWrapper`` assumes a ``[-1, 1]`` model on its way out; this takes either range.
+
+    Args:
+        prior (:class:`~idm_imaging.benchmark.baselines.DiffusionPrior`):
+            e.g. ``DiffusionPrior.load("prior-gray")``.
+    """
+
+    def __init__(self, prior: torch.nn.Module):
+        super().__init__()
+        self.prior = prior
+        self.levels = (1 / prior.alphas_cumprod.double() - 1).sqrt()  # noise std per timestep, prior's range
+
+    def _one(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        pr = self.prior
+        t = int(torch.argmin((self.levels - (2.0 if pr.signed_range else 1.0) * sigma).abs()))
+        a = pr.alphas_cumprod[t].to(x.dtype)
+        z = a.sqrt() * pr.to_prior(x)
+        return pr.to_image((z - (1 - a).sqrt() * pr.eps(z, t)) / a.sqrt()).clamp(0, 1)
+
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        s = torch.as_tensor(sigma, dtype=torch.float64).flatten()
+        if bool((s == s[0]).all()):
+            return self._one(x, float(s[0]))
+        return torch.cat([self._one(x[i:i + 1], float(s[i])) for i in range(x.shape[0])])
+
+
+class DeepinvDiffPIR(torch.nn.Module):
+    """deepinv's DiffPIR (Zhu et al., CVPR 2023 workshops; ``deepinv.sampling.DiffPIR``) on our diffusion prior, as a
+    benchmark method ``(y, operator) -> x_hat`` for block CS (a grayscale prior: no MRI).
+
+    Each of ``steps`` iterations denoises with the prior (:class:`PriorDenoiser`), takes deepinv's ``L2`` proximal
+    step on ``||A x - y||^2`` with weight ``rho_t = lambda_ sigma^2 / sigma_t^2`` and re-noises with mixing ``zeta``.
+    ``sigma``: the data noise level DiffPIR assumes for noise-free data (deepinv's default 0.05; a noisy physics
+    overrides it with its own). ``lambda_ = 7``, ``zeta = 0.1``: deepinv's defaults (the paper's range). The
+    sampler is random: ``seed`` fixes it.
+
+    Args:
+        prior: a :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
+        steps (`int`, defaults to 100): DiffPIR iterations.
+        lambda_ (`float`, defaults to 7.0), zeta (`float`, defaults to 0.1), sigma (`float`, defaults to 0.05):
+            DiffPIR's parameters.
+        seed (`int`, defaults to 0): the sampler's seed.
+    """
+
+    name = "deepinv DiffPIR"
+
+    def __init__(self, prior: torch.nn.Module, steps: int = 100, lambda_: float = 7.0, zeta: float = 0.1,
+                 sigma: float = 0.05, seed: int = 0):
+        super().__init__()
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps: expected an int >= 2, got {steps!r}")
+        for key, v in (("lambda_", lambda_), ("sigma", sigma)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{key}: expected a number > 0, got {v!r}")
+        if not 0 <= zeta <= 1:
+            raise ValueError(f"zeta: expected a number in [0, 1], got {zeta!r}")
+        from deepinv.optim import L2
+        from deepinv.sampling import DiffPIR
+
+        self.prior, self.steps, self.seed = prior, steps, int(seed)
+        self.sampler = DiffPIR(model=PriorDenoiser(prior), data_fidelity=L2(), sigma=float(sigma), max_iter=steps,
+                               zeta=float(zeta), lambda_=float(lambda_))
+
+    def settings(self) -> dict:
+        return {"steps": self.steps, "lambda": self.sampler.lambda_, "zeta": self.sampler.zeta,
+                "sigma": self.sampler.sigma, "seed": self.seed, "prior": getattr(self.prior, "name", "prior"),
+                "library": f"deepinv {deepinv.__version__}"}
+
+    @torch.no_grad()
+    def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
+        physics = to_deepinv(operator) if isinstance(operator, LinearOperator) else operator
+        if isinstance(physics, MRI) or (isinstance(operator, LinearOperator) and operator.is_complex):
+            raise ValueError("operator: DiffPIR here uses a grayscale prior; MRI is not supported")
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(self.seed)  # DiffPIR draws from the global generator
+        try:
+            return self.sampler(y, physics)
+        finally:
+            torch.random.set_rng_state(gen_state)
