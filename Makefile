@@ -55,7 +55,7 @@ $(DSTAMP): pyproject.toml
 
 # deepinv interop tests and notebook 05 (skipped by `make test`, whose environment has no deepinv).
 test-deepinv: $(DSTAMP)
-	OMP_NUM_THREADS=2 $(DPY) -m pytest -q tests/test_deepinv.py
+	OMP_NUM_THREADS=2 $(DPY) -m pytest -q tests/test_deepinv.py tests/test_notebooks.py -k "deepinv"
 
 clean:
 	rm -rf $(VENV) $(DVENV) demo_output .pytest_cache

@@ -52,7 +52,9 @@ CHECKS = {
     "02_monai_pipeline.ipynb": (r"affine kept: True", 2),
     "03_finetune_your_images.ipynb": (r"diffusion_pytorch_model\.safetensors", 1),
     "04_benchmark_analysis.ipynb": (r"(loaded benchmarks/results/|no benchmark results yet)", 1),
+    "05_deepinv.ipynb": (r"adjoint check: (-?[\d.e+-]+) vs (-?[\d.e+-]+)", 1),
 }
+_NO_DEEPINV = importlib.util.find_spec("deepinv") is None
 
 
 @pytest.mark.parametrize("name", [
@@ -60,6 +62,9 @@ CHECKS = {
     "02_monai_pipeline.ipynb",
     pytest.param("03_finetune_your_images.ipynb", marks=pytest.mark.slow),  # ~50 s on 2 cores, more when shared
     "04_benchmark_analysis.ipynb",
+    # the deepinv extra lives in its own environment: `make test-deepinv` runs this one
+    pytest.param("05_deepinv.ipynb", marks=pytest.mark.skipif(_NO_DEEPINV, reason="needs the deepinv extra "
+                                                                               "(make test-deepinv)")),
 ])
 def test_notebook_runs_top_to_bottom(name, monkeypatch):
     monkeypatch.setenv("IDM_NB_SMALL", "1")
@@ -70,8 +75,12 @@ def test_notebook_runs_top_to_bottom(name, monkeypatch):
     m = re.search(pattern, text)
     assert m, f"{name}: expected output matching {pattern!r}"
     assert _images(nb) >= min_images
-    if name == "01_quickstart.ipynb":
+    if name in ("01_quickstart.ipynb", "05_deepinv.ipynb"):
         assert float(m.group(1)) == pytest.approx(float(m.group(2)), rel=1e-4)  # <Ax, y> = <x, A^T y>
     if name == "02_monai_pipeline.ipynb":
         psnrs = [float(v) for v in re.findall(r"mean PSNR ([\d.]+) dB", text)]
         assert len(psnrs) == 2 and all(p > 10 for p in psnrs)
+    if name == "05_deepinv.ipynb":
+        assert "round trip gives the same y: True" in text and "same k-space: True" in text
+        ours = re.search(r"deepinv.test PSNR ([\d.]+) dB, this notebook ([\d.]+) dB", text)
+        assert ours and float(ours.group(1)) == pytest.approx(float(ours.group(2)), abs=0.01)
