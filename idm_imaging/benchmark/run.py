@@ -41,6 +41,7 @@ import platform
 import sys
 import time
 import warnings
+from importlib.util import find_spec
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -453,13 +454,7 @@ def _setup_diffusion(r: _Run) -> None:
     trained = _prior_training(r.prior_folder)
     r.methods["DDNM"] = {**ddnm.settings(), **trained, "note": note}
     r.methods["DPS"] = {**dps.settings(), **trained, "note": note}
-    from importlib.util import find_spec
-
-    if not cfg.deepinv:
-        rec.skip("main", "deepinv DiffPIR", "left out of this run (deepinv=False)")
-    elif find_spec("deepinv") is None:
-        rec.skip("main", "deepinv DiffPIR", "deepinv is not installed (pip install 'idm-imaging[deepinv]')")
-    else:
+    if _library_ready(rec, "deepinv DiffPIR", cfg.deepinv, "deepinv", _DEEPINV_MISSING):
         from idm_imaging.interop.deepinv import DeepinvDiffPIR
 
         diffpir = DeepinvDiffPIR(r.prior, steps=cfg.diffusion_steps)
@@ -617,27 +612,32 @@ def BlockCS_for(ratio: float, x: torch.Tensor):  # noqa: N802 (named after the o
     return BlockCS(ratio, block_size=32, permute=True, seed=0, img_size=tuple(x.shape[-2:]))
 
 
+_DEEPINV_MISSING = "deepinv is not installed (pip install 'idm-imaging[deepinv]')"
+
+
+def _library_ready(rec: _Recorder, what: str, on: bool, package: str, missing: str) -> bool:
+    """Whether peers from an optional library run: ``on`` (the setting named ``package``) and the library
+    importable; otherwise ``what`` is recorded as skipped with the reason, never an error."""
+    if not on:
+        rec.skip("main", what, f"left out of this run ({package}=False)")
+    elif find_spec(package) is None:
+        rec.skip("main", what, missing)
+    else:
+        return True
+    return False
+
+
 def _external_methods(cfg: BenchmarkConfig, rec: _Recorder, methods: dict) -> list[tuple[str, Callable, str]]:
     """PnP-BM3D and deepinv's solvers at their tuned defaults, as ``(name, method, "library version")``; a
     missing library is recorded as skipped, never an error."""
     from importlib.metadata import version
-    from importlib.util import find_spec
 
     out = []
-    if not cfg.bm3d:
-        rec.skip("main", "PnP-BM3D", "left out of this run (bm3d=False)")
-    elif find_spec("bm3d") is None:
-        rec.skip("main", "PnP-BM3D", "the bm3d package is not installed (pip install bm3d)")
-    else:
+    if _library_ready(rec, "PnP-BM3D", cfg.bm3d, "bm3d", "the bm3d package is not installed (pip install bm3d)"):
         kw = {} if cfg.pnp_iterations is None else {"iterations": cfg.pnp_iterations}
         m = PnPBM3D(**kw)
         out.append((m.name, m, f"bm3d {version('bm3d')}"))
-    if not cfg.deepinv:
-        rec.skip("main", "deepinv TV, deepinv wavelet", "left out of this run (deepinv=False)")
-    elif find_spec("deepinv") is None:
-        rec.skip("main", "deepinv TV, deepinv wavelet",
-                 "deepinv is not installed (pip install 'idm-imaging[deepinv]')")
-    else:
+    if _library_ready(rec, "deepinv TV, deepinv wavelet", cfg.deepinv, "deepinv", _DEEPINV_MISSING):
         from idm_imaging.interop.deepinv import DeepinvSolver
 
         for kind in DeepinvSolver.KINDS:

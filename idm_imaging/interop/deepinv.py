@@ -333,7 +333,7 @@ class DeepinvDiffPIR(torch.nn.Module):
     @torch.no_grad()
     def forward(self, y: torch.Tensor, operator: Any) -> torch.Tensor:
         physics = to_deepinv(operator) if isinstance(operator, LinearOperator) else operator
-        if isinstance(physics, MRI) or (isinstance(operator, LinearOperator) and operator.is_complex):
+        if isinstance(physics, MRI):  # our complex operator converts to deepinv's MRI
             raise ValueError("operator: DiffPIR here uses a grayscale prior; MRI is not supported")
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)  # DiffPIR draws from the global generator
