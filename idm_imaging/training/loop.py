@@ -293,6 +293,7 @@ def _prepare_output(cfg: RunConfig, out: Path, info: DistInfo, resume: bool) -> 
     """Check the output folder, write ``train_config.json`` (rank 0) and return the checkpoint to resume from."""
     ckpt.check_output_dir(out, resume)
     ck = ckpt.latest_checkpoint(out) if resume else None
+    barrier(info)  # every rank checks the folder before rank 0 writes into it
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / "train_config.json", cfg.to_json())
