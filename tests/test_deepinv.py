@@ -192,7 +192,7 @@ def test_deepinv_solvers_run_on_our_operators(kind):
     x = _phantom(64)
     op = BlockCS(0.3, block_size=16, seed=0)
     y = op.A(x)
-    solver = DeepinvSolver(kind, lam=0.003 if kind == "tv" else 0.03, iterations=30)
+    solver = DeepinvSolver(kind, lam=0.003, iterations=30)
     out = solver(y, op)
     pinv = psnr(op.A_dagger(y), x, data_range=1.0)
     assert psnr(out, x, data_range=1.0) > pinv + (8 if kind == "tv" else 3)
@@ -204,6 +204,40 @@ def test_deepinv_solvers_run_on_our_operators(kind):
         assert psnr(out.abs(), x, data_range=1.0) > psnr(mri.A_dagger(mri.A(x)).abs(), x, data_range=1.0) + 3
     with pytest.raises(ValueError, match="kind"):
         DeepinvSolver("l0")
+    with pytest.raises(ValueError, match="inner"):
+        DeepinvSolver("tv", inner=0)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3])
+def test_deepinv_tv_solves_the_same_problem_as_our_tv_fista(ratio):
+    from idm_imaging.benchmark.baselines import TVFista
+    from idm_imaging.solvers import _grad
+
+    x = _phantom(64)
+    x = x + 0.1 * torch.sin(torch.arange(64.0) / 3)[None, None, :, None]  # some texture, not piecewise constant
+    op = BlockCS(ratio, block_size=16, seed=0)
+    y = op.A(x)
+
+    def objective(u, lam):
+        gx, gy = _grad(u)
+        return float(0.5 * ((op.A(u) - y) ** 2).sum() + lam * (gx * gx + gy * gy).sqrt().sum())
+
+    lam = 0.003
+    ours, theirs = TVFista(lam=lam, iterations=200)(y, op), DeepinvSolver("tv", lam=lam, iterations=200)(y, op)
+    p_ours, p_theirs = psnr(ours, x, data_range=1.0), psnr(theirs, x, data_range=1.0)
+    assert p_theirs > psnr(op.A_dagger(y), x, data_range=1.0) + 5
+    assert abs(p_theirs - p_ours) < 0.5, (p_theirs, p_ours)
+    assert objective(theirs, lam) < 1.02 * objective(ours, lam)
+
+
+def test_deepinv_wavelet_weight_is_the_l1_weight():
+    from deepinv.models import WaveletDenoiser
+
+    solver = DeepinvSolver("wavelet", lam=0.02)
+    z = torch.rand(1, 1, 32, 32)
+    prox = solver.solver.prior[0].prox(z, None, gamma=0.02)  # as FISTA calls it: g_param, gamma = lam * step
+    want = WaveletDenoiser(level=3, wv="db8", non_linearity="soft")(z, ths=0.02)
+    assert _close(prox, want)
 
 
 

@@ -51,8 +51,9 @@ def _deepinv(kind: str) -> Callable:
 GRIDS: dict[str, tuple[Callable, dict]] = {
     "pnp-bm3d": (_pnp_bm3d, {"sigma_start": [0.1, 0.3], "sigma_end": [0.005, 0.02], "iterations": [15],
                              "stage": ["hard"]}),
-    "deepinv-tv": (_deepinv("tv"), {"lam": [0.001, 0.003, 0.01], "iterations": [100]}),
-    "deepinv-wavelet": (_deepinv("wavelet"), {"lam": [0.003, 0.01, 0.03], "iterations": [100]}),
+    # deepinv: 200 iterations, the benchmark's budget for every variational solver (BenchmarkConfig.tv_iterations)
+    "deepinv-tv": (_deepinv("tv"), {"lam": [0.0003, 0.001, 0.003], "inner": [3, 5, 10], "iterations": [200]}),
+    "deepinv-wavelet": (_deepinv("wavelet"), {"lam": [0.003, 0.01, 0.03, 0.1], "iterations": [200]}),
 }
 
 

@@ -206,35 +206,75 @@ class IDMReconstructor(Reconstructor):
         return self.model(y, op)
 
 
-class DeepinvSolver(torch.nn.Module):
-    """deepinv's variational solvers as a benchmark method ``(y, operator) -> x_hat`` on our operators.
+class _WaveletL1(deepinv.optim.WaveletPrior):
+    """deepinv's ``WaveletPrior`` (l1, soft thresholding) whose prox thresholds at the step ``gamma`` (FISTA's
+    ``lambda * stepsize``) rather than at ``0.1 * gamma`` (its keyword ``ths`` defaults to 0.1)."""
 
-    ``kind="tv"``: ``optim_builder("FISTA", prior=TVPrior)``, ``min 0.5 ||A x - y||^2 + lam TV(x)`` (deepinv's TV
-    prox, ``inner`` primal-dual iterations per step, warm-started: 20 leave it far from converged, 5.6 dB below
-    100 on a 64x64 phantom at 30 %); ``kind="wavelet"``: the same with ``WaveletPrior``
-    (``db8``, 3 levels, soft thresholding: an l1 synthesis-sparsity prior). Step ``1 / L`` with ``L = 1``
-    (``A A^H = I`` for our operators), start ``A^+ y``, a fixed ``iterations`` (no early stop). MRI: deepinv's 2-channel
-    layout inside, complex out. Default weights (TV 0.003, wavelet 0.01) are provisional, set on a 64x64 phantom:
-    ``python -m idm_imaging.benchmark.tune deepinv-tv`` (and ``deepinv-wavelet``) tunes them on Train400 crops.
+    def __init__(self, level: int = 3, wv: str = "db8"):
+        super().__init__(level=level, wv=wv, p=1)
+
+    def prox(self, x, *args, gamma: float = 1.0, **kwargs):
+        return super().prox(x, ths=1.0, gamma=gamma)
+
+
+class DeepinvSolver(torch.nn.Module):
+    r"""deepinv's variational solvers as a benchmark method ``(y, operator) -> x_hat`` on our operators.
+
+    deepinv's FISTA (``optim_builder("FISTA", data_fidelity=L2())``, fixed step ``1 / L`` with ``L = 1``:
+    ``A A^H = I`` for our operators; momentum ``(k + 2) / (k + 3)`` at iteration ``k``) from ``A^+ y``, a fixed
+    number of iterations (no early stop), solving
+
+    - ``kind="tv"``: ``min_x 0.5 ||A x - y||^2 + lam TV(x)``, ``TV(x) = ||D x||_{1,2}`` (isotropic, forward
+      differences; the same objective as :class:`~idm_imaging.benchmark.baselines.TVFista`). Prior
+      ``TVPrior``, whose prox is deepinv's ``TVDenoiser`` (Condat's primal-dual algorithm, warm-started from the
+      previous call's primal and dual) with balanced steps ``tau = sigma = 1 / sqrt(8)``
+      (``tau sigma ||D||^2 = 1``). deepinv's default ``tau = 0.01`` moves the warm-started primal by about 1 %
+      of the way to each new prox input per inner iteration, so ``inner`` steps of it return nearly the
+      previous prox output and FISTA stalls near its start.
+    - ``kind="wavelet"``: ``min_x 0.5 ||A x - y||^2 + lam ||W_d x||_1``, ``W_d`` the detail coefficients of
+      a 3-level ``db8`` wavelet transform (deepinv's ``WaveletPrior``: the approximation band is not penalised),
+      prox by soft thresholding at ``lam`` times the step. ``WaveletPrior.prox`` thresholds at
+      ``ths * gamma`` with its keyword ``ths`` (default 0.1), which FISTA never sets; here ``ths = 1`` so
+      that ``lam`` is the weight of the l1 term.
+
+    MRI: deepinv's 2-channel layout inside, complex out. Default weights: tuned on Train400 crops (training
+    images, never the test sets) by ``python -m idm_imaging.benchmark.tune deepinv-tv`` (``deepinv-wavelet``);
+    records in ``benchmarks/results/tuning-deepinv-tv.json`` and ``tuning-deepinv-wavelet.json``.
+
+    Args:
+        kind (`str`): ``"tv"`` or ``"wavelet"``.
+        lam (`float`, *optional*): regularisation weight ``lam > 0`` for images in ``[0, 1]``; defaults to the
+            tuned value (TV 0.001, wavelet 0.01).
+        iterations (`int`, defaults to 200): FISTA iterations.
+        inner (`int`, defaults to 5, tuned with ``lam``): primal-dual iterations per TV prox (``kind="tv"``
+            only).
     """
 
     KINDS = ("tv", "wavelet")
+    DEFAULT_LAM = {"tv": 0.001, "wavelet": 0.01}
+    TV_TAU = 1 / math.sqrt(8)  # TVDenoiser's primal step; its dual step is 1 / (8 tau)
 
-    def __init__(self, kind: str, lam: float | None = None, iterations: int = 200, inner: int = 100):
+    def __init__(self, kind: str, lam: float | None = None, iterations: int = 200, inner: int = 5):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"kind: expected one of {self.KINDS}, got {kind!r}")
         if lam is None:
-            lam = {"tv": 0.003, "wavelet": 0.01}[kind]
+            lam = self.DEFAULT_LAM[kind]
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
             raise ValueError(f"lam: expected a number > 0, got {lam!r}")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations: expected an int >= 1, got {iterations!r}")
-        self.kind, self.lam, self.iterations, self.inner = kind, float(lam), iterations, int(inner)
+        if isinstance(inner, bool) or not isinstance(inner, int) or inner < 1:
+            raise ValueError(f"inner: expected an int >= 1, got {inner!r}")
+        self.kind, self.lam, self.iterations, self.inner = kind, float(lam), iterations, inner
         self.name = f"deepinv {'TV' if kind == 'tv' else 'wavelet'}"
-        from deepinv.optim import L2, TVPrior, WaveletPrior, optim_builder
+        from deepinv.optim import L2, TVPrior, optim_builder
 
-        prior = TVPrior(n_it_max=self.inner) if kind == "tv" else WaveletPrior(level=3, wv="db8", p=1)
+        if kind == "tv":
+            prior = TVPrior(n_it_max=self.inner)
+            prior.TVModel.tau = self.TV_TAU
+        else:
+            prior = _WaveletL1(level=3, wv="db8")
         self.solver = optim_builder(
             iteration="FISTA", prior=prior, data_fidelity=L2(), max_iter=iterations, early_stop=False,
             params_algo={"stepsize": 1.0, "lambda": self.lam, "a": 3},
@@ -242,10 +282,11 @@ class DeepinvSolver(torch.nn.Module):
 
     def settings(self) -> dict:
         s = {"lam": self.lam, "iterations": self.iterations, "algorithm": "FISTA (deepinv optim_builder)",
-             "prior": "TVPrior" if self.kind == "tv" else "WaveletPrior(db8, level 3, l1)",
-             "step": "1/L, L = 1", "library": f"deepinv {deepinv.__version__}"}
+             "prior": "TVPrior" if self.kind == "tv" else "WaveletPrior(db8, level 3, l1 on detail coefficients)",
+             "step": "1/L, L = 1", "start": "A^+ y", "library": f"deepinv {deepinv.__version__}"}
         if self.kind == "tv":
             s["inner_prox_iterations"] = self.inner
+            s["prox_primal_step"] = round(self.TV_TAU, 6)
         return s
 
     @torch.no_grad()
