@@ -420,6 +420,7 @@ def png(tmp_path):
     (["--task", "cs", "--ratio", "0.1", "--model", "no-such-model"], "--model"),
     (["--task", "xray", "--ratio", "0.1"], "--task"),
     (["--task", "mri", "--mask", "zigzag", "--acceleration", "4"], "--mask"),
+    (["--task", "cs", "--ratio", "0.1", "--ensemble", "3"], "--ensemble"),
 ])
 def test_bad_arguments_exit_2_with_one_line(png, tmp_path, capsys, extra, needle):
     if needle == "--device" and "cuda" in extra[-1] and torch.cuda.device_count() > 7:
@@ -585,3 +586,19 @@ def test_sigterm_leaves_no_temporary_file(tmp_path):
     proc.terminate()
     assert proc.wait(60) == 130
     assert sorted(os.listdir(tmp_path)) == ["x.npy"]
+
+
+def test_reconstruct_ensemble_averages_flipped_problems(tmp_path, capsys, tiny_cs_model):
+    """--ensemble 4 loads the model with that many flipped / rotated reconstructions averaged (the mean itself:
+    tests/test_idm.py)."""
+    img = _phantom(32)
+    np.save(tmp_path / "img.npy", img)
+    outs = {}
+    for n in (1, 4):
+        code, _, err = _run(["reconstruct", tmp_path / "img.npy", "--out", tmp_path / f"e{n}.npy", "--task", "cs",
+                             "--ratio", 0.25, "--model", tiny_cs_model, "--device", "cpu", "--ensemble", n], capsys)
+        assert code == 0, err
+        outs[n] = np.load(tmp_path / f"e{n}.npy", allow_pickle=False)
+    assert np.abs(outs[4] - outs[1]).max() > 1e-4 and np.isfinite(outs[4]).all()
+    rel = np.linalg.norm(outs[4] - outs[1]) / np.linalg.norm(outs[1])
+    assert 0.01 < rel < 0.5, rel  # averaged, and mapped back (a transposed or flipped mean would be far off)

@@ -511,3 +511,36 @@ def test_tv_fista_mean_start_converges_faster():
     score = lambda z: psnr(z[0, 0].numpy(), x[0, 0].numpy(), data_range=1.0)  # noqa: E731
     plain, warm = score(tv_fista(y, op, 0.001, 30, 5)), score(tv_fista(y, op, 0.001, 30, 5, mean_start=True))
     assert warm > plain + 2, (plain, warm)
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_ensemble_is_the_mean_over_flipped_and_rotated_problems(task):
+    """ensemble=n: the mean of g^{-1} IDM(y, A g^{-1}) over the first n dihedral elements, each from its own start;
+    training mode runs one; a non-square image comes back in its own shape after the transposing elements."""
+    from idm_imaging.operators import DIHEDRAL, Dihedral
+
+    model = _model("UNet2DConditionModel", task).eval()
+    model.register_to_config(measured_mean=False, start="tv", start_iterations=3)
+    op, x, y = _problem(task)
+    with torch.no_grad():
+        one = model(y, op)
+        parts = [one] + [Dihedral(op, f, r).inverse(model(y, Dihedral(op, f, r))) for f, r in DIHEDRAL[1:4]]
+        model.register_to_config(ensemble=4)
+        four = model(y, op)
+        model.train()
+        trained_one = model(y, op)
+    assert not torch.allclose(parts[0], parts[1])  # the tiny model is not equivariant: the mean does something
+    torch.testing.assert_close(four, sum(parts) / 4, rtol=0, atol=1e-12)
+    torch.testing.assert_close(trained_one, one, rtol=0, atol=1e-12)
+    if task == "cs":  # 8 elements on a 32x48 image: rotations by a quarter turn reconstruct 48x32
+        model.eval().register_to_config(ensemble=8)
+        op2 = BlockCS(0.25, block_size=16, seed=0, img_size=(32, 48))
+        with torch.no_grad():
+            out = model(op2.A(torch.rand(1, 1, 32, 48, dtype=torch.float64)), op2)
+        assert out.shape == (1, 1, 32, 48) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n", [0, 3, 16, 2.0, True])
+def test_ensemble_size_checked(n):
+    with pytest.raises(ValueError, match="ensemble"):
+        IDM(T=1, ensemble=n)

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from idm_imaging.operators import (
+    DIHEDRAL,
     BlockCS,
+    Dihedral,
     LinearOperator,
     SingleCoilFourier,
     fft2c,
@@ -410,3 +412,37 @@ def test_operator_from_config_range_records():
     assert torch.equal(op.mask, make_mask("poisson", (96, 96), 6))
     with pytest.raises(ValueError, match="do not apply"):
         operator_from_config(cs, ratio=0.1, acceleration=4)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Dihedral (a flipped / rotated view of an operator)
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flip,rot", DIHEDRAL)
+def test_dihedral_adjoint_inverse_and_pseudo_inverse(flip, rot):
+    g = torch.Generator().manual_seed(1)
+    for op, x in ((BlockCS(0.25, block_size=8, seed=3, img_size=(16, 24)),
+                   torch.randn(2, 1, 16, 24, generator=g, dtype=torch.float64)),
+                  (SingleCoilFourier(make_mask("random", (16, 24), 4, seed=2)),
+                   torch.randn(2, 1, 16, 24, generator=g, dtype=torch.complex128))):
+        d = Dihedral(op, flip=flip, rot=rot)
+        gx = d.transform(x)
+        assert gx.shape[-2:] == ((24, 16) if rot % 2 else (16, 24))
+        assert torch.equal(d.inverse(gx), x)
+        torch.testing.assert_close(d.A(gx), op.A(x), rtol=0, atol=1e-12)  # A_g (g x) = A x
+        y = op.A(x)
+        assert _adjoint_gap(d, gx, torch.randn(y.shape, generator=g, dtype=y.dtype)) < 1e-10
+        torch.testing.assert_close(d.A(d.A_dagger(y)), y, rtol=0, atol=1e-10)
+        torch.testing.assert_close(d.A_dagger(y), d.transform(op.A_dagger(y)), rtol=0, atol=0)
+    assert (flip, rot) != (False, 0) or torch.equal(d.transform(x), x)
+
+
+def test_dihedral_elements_distinct_and_bad_input():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    op = BlockCS(0.5, block_size=2)
+    images = {tuple(Dihedral(op, f, r).transform(x).flatten().tolist()) for f, r in DIHEDRAL}
+    assert len(images) == 8
+    assert all(r % 2 == 0 for _, r in DIHEDRAL[:4])  # the first four keep (H, W)
+    with pytest.raises(TypeError, match="rot"):
+        Dihedral(op, rot=1.0)
+    with pytest.raises(NotImplementedError, match="Dihedral"):
+        Dihedral(op).get_config()

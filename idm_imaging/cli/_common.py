@@ -387,7 +387,9 @@ def resolve_model(spec: str | None, args, say: Callable[[str], None] = print):
                         "or 'pinv')")
     try:
         folder = resolve_checkpoint(os.path.expanduser(spec))
-        model = IDM.from_pretrained(folder)  # checks the folder (config ranges, weights) before building
+        ensemble = getattr(args, "ensemble", None)
+        overrides = {} if ensemble is None else {"ensemble": ensemble}
+        model = IDM.from_pretrained(folder, **overrides)  # checks the folder (config, weights) before building
     except (ValueError, OSError) as exc:
         raise UserError(f"--model {spec!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (safetensors / diffusers raise their own types on corrupt files)

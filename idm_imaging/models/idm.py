@@ -30,6 +30,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..operators.dihedral import DIHEDRAL, Dihedral
 from ..solvers import measured_mean_shift, tv_fista
 from .injector import StepContext
 from .registry import resolve_checkpoint
@@ -253,6 +254,11 @@ class IDM(ModelMixin, ConfigMixin):
             initialised backbones; not in the paper): a correction of the clean estimate, ``x0 = x / sqrt(a_t) + r``,
             with ``eps = -sqrt(a_t) r / sqrt(1 - a_t)`` for the DDIM update. At the low noise levels a warm start
             uses, ``sqrt(1 - a_t)`` is 0.01-0.2, so an ``eps`` output moves the image 5-100x less than ``r`` does.
+        ensemble: in eval mode, the mean of this many reconstructions (1, 2, 4 or 8): each of the flipped / rotated
+            problem ``(y, A g^{-1})`` (:class:`~idm_imaging.operators.Dihedral`), start included, mapped back by
+            ``g^{-1}``. Each costs one reconstruction; the mean stays consistent with ``y``.
+            Training (``model.train()``) always runs one. Override when loading:
+            ``IDM.from_pretrained("cs", ensemble=8)``.
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
@@ -299,6 +305,7 @@ class IDM(ModelMixin, ConfigMixin):
         start_lam: float = 0.001,
         prediction: str = "epsilon",
         start_inner: int = 5,
+        ensemble: int = 1,
     ):
         super().__init__()
         if backbone_type not in SUPPORTED_BACKBONES:
@@ -317,6 +324,8 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"start_lam: a number > 0, got {start_lam!r}")
         if prediction not in ("epsilon", "residual"):
             raise ValueError(f"prediction: must be 'epsilon' or 'residual', got {prediction!r}")
+        if type(ensemble) is not int or ensemble not in (1, 2, 4, 8):
+            raise ValueError(f"ensemble: 1, 2, 4 or 8 reconstructions to average, got {ensemble!r}")
         if complex_as_batch and task != "mri":
             raise ValueError("complex_as_batch: only for task 'mri' (complex images)")
         if backbone_config is None:
@@ -390,8 +399,13 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError("y: measurements contain NaN or Inf")
         self._warn_if_untrained_setting(operator)
         x, ctx = self._prepare(y, operator)
-        y1, y2 = self.sampler(x, x * self.input_scale, (), ctx)
-        out = y1 + y2 * self.merge_scale
+        n = 1 if self.training else self.config.ensemble
+        out = self._sample(x, ctx)
+        for flip, rot in DIHEDRAL[1:n]:
+            g = Dihedral(ctx.operator, flip, rot)
+            g_ctx = self._context(ctx.y, g)
+            out = out + g.inverse(self._sample(self._start(g_ctx), g_ctx))
+        out = out / n if n > 1 else out
         if ctx.out_size is not None:
             out = out[..., : ctx.out_size[0], : ctx.out_size[1]]
         out = self._to_complex(out)
@@ -429,6 +443,11 @@ class IDM(ModelMixin, ConfigMixin):
                           f"{operator.permute}: expect 2-8 dB less (use that seed, or a model trained with "
                           "finetune.fresh_operator_per_step)", UserWarning, stacklevel=3)
 
+    def _sample(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+        """The sampler from the start ``x`` (real channels ``(B, c, H, W)``): its merged output, same shape."""
+        y1, y2 = self.sampler(x, x * self.input_scale, (), ctx)
+        return y1 + y2 * self.merge_scale
+
     def _prepare(self, y: torch.Tensor, operator: Any) -> tuple[torch.Tensor, RunContext]:
         """Move/convert ``y``, check sizes; return the start ``x_T`` (real channels) and the run context."""
         param = self.alpha_logits
@@ -444,6 +463,22 @@ class IDM(ModelMixin, ConfigMixin):
             # reconstruct the zero-padded grid (exact pseudo-inverse there) and crop the result
             if tuple(operator.padded_size(*size)) != tuple(size):
                 operator, out_size = operator.without_crop().to(device), tuple(size)
+        ctx = self._context(y, operator, measured_operator, out_size)
+        return self._start(ctx), ctx
+
+    def _start(self, ctx: RunContext) -> torch.Tensor:
+        """``x_T`` (real channels): ``sqrt(a_T)`` times ``A^+ y`` or the TV estimate (``start``)."""
+        start = ctx.crop_image(ctx.aty_padded)  # A^+ y
+        if self.config.start == "tv":
+            with torch.autocast(ctx.y.device.type, enabled=False):
+                start = self._to_real(tv_fista(ctx.y, ctx.operator, lam=self.config.start_lam,
+                                               iterations=self.config.start_iterations,
+                                               inner=self.config.start_inner, mean_start=True))
+        return self.alphas()[-1].sqrt() * start
+
+    def _context(self, y: torch.Tensor, operator: Any, measured_operator: Any = None,
+                 out_size: tuple[int, int] | None = None) -> RunContext:
+        """Check that ``operator`` fits ``y`` and the backbone; the run context of ``y`` (on the model's device)."""
         try:
             aty = operator.A_dagger(y)
         except (ValueError, RuntimeError) as e:
@@ -461,17 +496,9 @@ class IDM(ModelMixin, ConfigMixin):
         pad = ((-H) % f, (-W) % f)
         if (pad[0] and pad[0] >= H) or (pad[1] and pad[1] >= W):
             raise ValueError(f"y: image {H}x{W} too small for the backbone (downsampling {f})")
-        aty_r = self._to_real(aty)
-        ctx = RunContext(y=y, operator=operator, measured_operator=measured_operator, size=(H, W), pad=pad,
-                         aty_padded=_reflect_pad(aty_r, pad), out_size=out_size)
-        start = aty_r
-        if self.config.start == "tv":
-            with torch.autocast(device.type, enabled=False):
-                start = self._to_real(tv_fista(y, operator, lam=self.config.start_lam,
-                                               iterations=self.config.start_iterations,
-                                               inner=self.config.start_inner, mean_start=True))
-        x = self.alphas()[-1].sqrt() * start
-        return x, ctx
+        measured = operator if measured_operator is None else measured_operator
+        return RunContext(y=y, operator=operator, measured_operator=measured, size=(H, W), pad=pad,
+                          aty_padded=_reflect_pad(self._to_real(aty), pad), out_size=out_size)
 
     # ------------------------------------------------------------------ I/O
     @classmethod

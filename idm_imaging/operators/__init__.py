@@ -6,11 +6,14 @@ All operators follow the contract in ``docs/ARCHITECTURE.md``: ``A``, ``A_adjoin
 
 from idm_imaging.operators.base import LinearOperator, operator_from_config, register_operator
 from idm_imaging.operators.block_cs import BlockCS
+from idm_imaging.operators.dihedral import DIHEDRAL, Dihedral
 from idm_imaging.operators.fourier import SingleCoilFourier, fft2c, ifft2c
 from idm_imaging.operators.masks import MASK_KINDS, MaskFunc, make_mask
 
 __all__ = [
     "BlockCS",
+    "DIHEDRAL",
+    "Dihedral",
     "LinearOperator",
     "MASK_KINDS",
     "MaskFunc",
