@@ -1,7 +1,8 @@
 """CPU benchmark: one 256x256 reconstruction on 2 cores, IDM in float32 and under bfloat16 autocast, next to
 TV-FISTA (200 iterations, the benchmark's classical peer) on the same measurement, in the same run.
 
-Default model: the embedded ``cs`` (a convolution-only UNet2DModel refining a TV-FISTA start); ``--model DIR``
+Default model: the embedded ``cs`` (a convolution-only UNet2DModel refining a TV-FISTA start) with its default
+test-time ensemble (``--ensemble 1`` times one pass); ``--model DIR``
 times another saved IDM (or embedded name); ``--model layout`` a random-weight ``--layout`` of
 ``benchmarks/_layouts.py`` (speed does not depend on the values). bfloat16 is many times slower on CPUs without
 native support (no AVX512-BF16 / AMX): the JSON says whether this CPU has it. Prints one JSON object.
@@ -53,7 +54,7 @@ def bench(args) -> dict:
     if name == "layout":
         model, source = IDM(backbone_config=layout(args.layout), T=args.T), f"layout {args.layout} (random weights)"
     else:
-        model, source = IDM.from_pretrained(name), str(name)
+        model, source = IDM.from_pretrained(name, **({"ensemble": args.ensemble} if args.ensemble else {})), str(name)
     model.eval()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -71,7 +72,7 @@ def bench(args) -> dict:
     res = {"script": "benchmarks/cpu_bench.py", "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
            "native_bf16": bool(bf16_is_fast(torch.device("cpu"))), "threads": args.threads, "model": source,
-           "T": model.T, "start": model.config.get("start", "pinv"),
+           "T": model.T, "start": model.config.get("start", "pinv"), "ensemble": model.config.get("ensemble", 1),
            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3), "size": args.size,
            "batch": args.batch, "ratio": args.ratio, "channels_last": args.channels_last, "repeats": args.repeats}
     for label, fn in (("idm_fp32", idm(False)), ("idm_bf16", idm(True)), ("tv_fista_200", lambda: tv(y, op))):
@@ -79,6 +80,7 @@ def bench(args) -> dict:
         res[label] = {"first_call_s": round(first, 3), "median_s": round(med, 3),
                       "per_image_s": round(med / args.batch, 3), "out_finite": bool(torch.isfinite(out).all())}
     res["idm_fp32_vs_tv"] = round(res["idm_fp32"]["median_s"] / res["tv_fista_200"]["median_s"], 3)
+    res["idm_bf16_vs_tv"] = round(res["idm_bf16"]["median_s"] / res["tv_fista_200"]["median_s"], 3)
     res["idm_no_slower_than_tv"] = res["idm_fp32_vs_tv"] <= 1.0
     return res
 
@@ -88,6 +90,7 @@ def main(argv=None) -> dict:
     p.add_argument("--model", help="saved IDM folder, embedded name or 'layout' (default: the embedded cs)")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="cpu")
     p.add_argument("--T", type=int, default=3)
+    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], help="override the model's test-time ensemble")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--ratio", type=float, default=0.1)

@@ -12,6 +12,7 @@ Usage (one arm per process; two processes side by side on a 2-core machine)::
     python benchmarks/design_study.py run light-T8 --budget 480      # trains runs/design-study/light-T8
     python benchmarks/design_study.py eval                             # every arm's checkpoints -> results JSON
     python benchmarks/design_study.py report                           # docs/design-study.md + figure
+    python benchmarks/design_study.py ensemble cs --sizes 1 2 4        # a model at each test-time ensemble size
 
 ``IDM_IMAGING_DATA`` names the data folder (default ``../shared/datasets`` next to the repository).
 """
@@ -357,10 +358,16 @@ def install(args) -> None:
         {"measure": "validation PSNR (dB) after cpu_s CPU-seconds of training (benchmarks/design_study.py)",
          "points": points}, indent=1) + "\n")
     model_cfg = json.loads((tmp / "config.json").read_text())
+    if args.ensemble:  # the test-time ensemble the shipped model runs by default (IDM's ``ensemble``)
+        model_cfg["ensemble"] = args.ensemble
+        (tmp / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
     lines = [f"# {args.name}", "",
              f"Task `{model_cfg['task']}`, acquisition `{json.dumps(model_cfg['operator_config'], sort_keys=True)}`, "
              f"T = {model_cfg['T']}, start `{model_cfg.get('start', 'pinv')}`, backbone {model_cfg['backbone_type']} "
-             f"{model_cfg['backbone_config']['block_out_channels']} (no attention).", "",
+             f"{model_cfg['backbone_config']['block_out_channels']} (no attention)"
+             + (f"; by default the mean of {args.ensemble} reconstructions of the flipped / rotated problem "
+                f"(`ensemble`, {args.ensemble}x the time; `IDM.from_pretrained(name, ensemble=1)` or "
+                "`reconstruct --ensemble 1` for one)" if args.ensemble and args.ensemble > 1 else "") + ".", "",
              "## Training", "",
              f"{training['steps']} steps of batch {training['batch_size']} ({training['patch_size']}x"
              f"{training['patch_size']} patches) in {training['cpu_seconds'] / 60:.0f} CPU-minutes on one thread, "
@@ -405,6 +412,25 @@ def install(args) -> None:
     print(f"installed {args.arm} as {dest}")
 
 
+def ensemble(args) -> None:
+    """Validation PSNR of one saved model (folder or embedded name) at each test-time ensemble size, with the
+    seconds each scoring took (one thread); prints one JSON line per size."""
+    import time
+
+    from idm_imaging.models import IDM
+
+    torch.set_num_threads(args.threads)
+    for n in args.sizes:
+        model = IDM.from_pretrained(args.model, ensemble=n).eval()
+        mri = model.config.task == "mri"
+        imgs = (mri_validation_set() if mri else validation_set())[: args.limit or None]
+        t0 = time.perf_counter()
+        psnr = score_mri(model, imgs) if mri else score(model, imgs)
+        print(json.dumps({"model": str(args.model), "ensemble": n, "images": len(imgs),
+                          "seconds": round(time.perf_counter() - t0, 1),
+                          **{k: round(v, 3) for k, v in psnr.items()}}), flush=True)
+
+
 def _total(record: dict, key: str) -> float:
     """``key`` summed over a training record and the records it continued."""
     return record[key] + (_total(record["continued_from"], key) if "continued_from" in record else 0)
@@ -434,8 +460,15 @@ def main(argv=None) -> None:
     i.add_argument("--previous", default="", help="the installed model folder the run continued (its training.json "
                                                  "and learning curve come first)")
     i.add_argument("--notes", default="", help="a Markdown file appended to the card")
+    i.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
+                   help="the model's default test-time ensemble (config.json 'ensemble')")
+    n = sub.add_parser("ensemble", help="validation PSNR of one model at each test-time ensemble size")
+    n.add_argument("model", help="model folder or embedded name")
+    n.add_argument("--sizes", type=int, nargs="+", choices=[1, 2, 4, 8], default=[1, 2, 4])
+    n.add_argument("--limit", type=int, default=0, help="the first N validation images only (0: all)")
+    n.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    {"run": run, "eval": evaluate, "report": report, "install": install}[args.cmd](args)
+    {"run": run, "eval": evaluate, "report": report, "install": install, "ensemble": ensemble}[args.cmd](args)
 
 
 if __name__ == "__main__":

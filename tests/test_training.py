@@ -219,7 +219,8 @@ def test_fit_to_time_ends_the_cosine_inside_the_budget(images, tmp_path):
     rows = list(csv.DictReader(open(out / "log.csv")))
     done = json.loads((out / "final_state.json").read_text())["steps"]
     assert 3 <= done < 100_000 and int(rows[-1]["step"]) == done  # how many depends on the machine's load
-    assert float(rows[-1]["seconds"]) < 8 * 1.5  # ended by the fitted schedule, not far past the budget
+    # ended by the fitted schedule, not far past the budget (slack: a step's time varies on a loaded machine)
+    assert float(rows[-1]["seconds"]) < 8 * 2.5
     assert float(rows[-1]["lr"]) < 0.05 * float(rows[0]["lr"])  # the cosine ran to its end
     ck = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
     assert json.loads((ck / "train_state.json").read_text())  # the fitted total is saved for a resume
