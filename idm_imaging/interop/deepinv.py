@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from idm_imaging.operators import BlockCS, LinearOperator, SingleCoilFourier
 
 __all__ = ["OperatorPhysics", "PhysicsOperator", "IDMReconstructor", "DeepinvSolver", "DeepinvDiffPIR",
-           "PriorDenoiser", "to_deepinv",
+           "PriorDenoiser", "deepinv_dps", "to_deepinv",
            "operator_from_deepinv", "complex_to_channels", "channels_to_complex"]
 
 _ORTHO_TOL = 1e-4  # relative ||A A^H y - y|| below which a physics counts as having orthonormal rows
@@ -382,3 +382,46 @@ class DeepinvDiffPIR(torch.nn.Module):
             return self.sampler(y, physics)
         finally:
             torch.random.set_rng_state(gen_state)
+
+
+def deepinv_dps(prior, steps: int, weight: float = 1.0, seed: int = 0, zeta_per_step: float | None = None):
+    r"""deepinv's DPS (``deepinv.sampling.DPS``) on our diffusion prior, called as
+    ``sampler(y, operator.to_deepinv())`` (output in ``[0, 1]``): the check that our
+    :class:`~idm_imaging.benchmark.baselines.DPS` (the benchmark's, which needs no deepinv) is the same method
+    (``tests/test_deepinv.py``, ``benchmarks/dps_agreement.py``).
+
+    Denoiser :class:`~idm_imaging.interop.deepinv.PriorDenoiser`; deepinv's state is kept in the prior's range
+    (``minus_one_one`` = the prior's ``signed_range``), as ours is. ``steps`` ancestral steps with ``eta = 1``
+    (deepinv's ``"ddpm"`` solver: our DDIM ``eta = 1`` step) on ``steps + 1`` times ``linspace(1, 0)`` of deepinv's
+    continuous VP schedule (``beta`` 0.1 to 20, the continuous form of the linear 1e-4 to 0.02 DDPM schedule;
+    the denoiser takes the timestep of nearest noise level), the last one to noise 0.
+
+    The likelihood step: deepinv adds ``weight grad ||A x0 - y||`` to the score, so the state moves by
+    ``weight c_t grad`` with ``c_t = (a_next - a_t) / sqrt(a_t a_next)`` (``a = alphas_cumprod``; 0.40 on the first
+    and 0.006 on the last of 50 steps, summing to about ``ln(1 / a_T) = 10``), where ours moves by ``zeta grad``
+    on every step. ``zeta_per_step`` sets ``weight = zeta_per_step / c_t`` on each step: our step size exactly.
+
+    Args:
+        prior: a :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
+        steps (`int`): sampling steps (denoiser evaluations).
+        weight (`float`, defaults to 1.0): deepinv's constant ``weight`` (its default); ignored with ``zeta_per_step``.
+        seed (`int`, defaults to 0): seeds the sampler's own generator (start and noise).
+        zeta_per_step (`float`, *optional*): our ``zeta``, applied on every step as above.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    from deepinv.sampling import DPS
+
+    p = next(prior.parameters())
+    sampler = DPS(PriorDenoiser(prior), solver="ddpm", num_steps=steps + 1, weight=float(weight), device=p.device,
+                  rng=torch.Generator(p.device).manual_seed(int(seed)), minus_one_one=bool(prior.signed_range))
+    if zeta_per_step is not None:
+        step = sampler.solver.step
+
+        def matched_step(sde, t0, t1, x, *args, **kwargs):
+            a0, a1 = sampler.sde.scale_t(t0) ** 2, sampler.sde.scale_t(t1) ** 2
+            sampler.data_fidelity.weight = float(zeta_per_step * (a0 * a1).sqrt() / (a1 - a0))
+            return step(sde, t0, t1, x, *args, **kwargs)
+
+        sampler.solver.step = matched_step
+    return sampler
