@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -23,7 +22,8 @@ import torch
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/datasets/natural/train/Train400")
+    ap.add_argument("--data", default=None, help="Train400 folder (default: natural/train/Train400 under "
+                                                 "$IDM_IMAGING_DATA, see idm_imaging.datasets.data_root)")
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50)
@@ -46,7 +46,10 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
     prior = DiffusionPrior.load("prior-gray")
-    images = _load_images(Path(a.data), a.images, a.size)
+    from idm_imaging.datasets import data_root
+
+    folder = Path(a.data) if a.data else data_root() / "natural" / "train" / "Train400"
+    images = _load_images(folder, a.images, a.size)
     variants = {f"deepinv w={w:g}": {"weight": w} for w in a.weights}
     if a.matched:
         variants["deepinv w=zeta/c_t"] = {"zeta_per_step": a.zeta}
@@ -76,7 +79,8 @@ def main(argv=None) -> dict:
         "command": "OMP_NUM_THREADS=1 .venv-deepinv/bin/python benchmarks/dps_agreement.py "
                    + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {"operator": f"BlockCS({a.ratio}, block_size=32, seed=0), noise-free",
-                     "images": f"{len(images)} centre crops {a.size}x{a.size} of {a.data} (training images)",
+                     "images": f"{len(images)} centre crops {a.size}x{a.size} of {a.data or 'natural/train/Train400'} "
+                               "(training images)",
                      "seeds": a.seeds, "steps": a.steps, "ours": {"zeta": a.zeta},
                      "deepinv": {"weights": a.weights, "per_step_weight_zeta_over_c_t": a.matched, "solver": "ddpm",
                                  "num_steps": a.steps + 1},
