@@ -349,8 +349,11 @@ def install(args) -> None:
         training["continued_from"] = previous
     (tmp / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     res = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"arms": {}}
-    points = res["arms"].get(args.arm, {}).get("points", [])
-    if previous is not None:  # one curve over the model's whole training: this run's points after the earlier ones
+    arm = res["arms"].get(args.arm, {})
+    points = arm.get("points", [])
+    if previous is not None and "continues" in arm:  # the arm's points already count from the model's stage 1
+        points = prev_points + [p for p in points if p["step"] > (prev_points[-1]["step"] if prev_points else -1)]
+    elif previous is not None:  # one curve over the model's whole training: this run's points after the earlier ones
         offset, step0 = _total(previous, "cpu_seconds"), _total(previous, "steps")
         points = prev_points + [{**p, "step": p["step"] + step0, "cpu_s": round(p["cpu_s"] + offset, 1)}
                                 for p in points]
