@@ -255,8 +255,11 @@ def default_model(acquisition: Acquisition) -> str | None:
     return pick("mri", acceleration=acquisition.acceleration if acquisition.mode == "fourier" else None)
 
 
-def load_model(choice: str, checkpoint: str | None = None):
-    """Return the IDM for a menu ``choice`` (None for pseudo-inverse); raises ValueError naming the folder."""
+def load_model(choice: str, checkpoint: str | None = None, ensemble: int | None = None):
+    """Return the IDM for a menu ``choice`` (None for pseudo-inverse); raises ValueError naming the folder.
+
+    ``ensemble``: the number of flipped / rotated reconstructions to average (1, 2, 4 or 8; IDM's ``ensemble``),
+    None for the model's own setting."""
     if choice == PSEUDO_INVERSE:
         return None
     try:
@@ -266,8 +269,10 @@ def load_model(choice: str, checkpoint: str | None = None):
     source = checkpoint if choice == CHECKPOINT else choice
     if choice == CHECKPOINT and not checkpoint:
         raise ValueError("checkpoint: choose a model folder first")
+    if ensemble is not None and (type(ensemble) is not int or ensemble not in (1, 2, 4, 8)):
+        raise ValueError(f"ensemble: 1, 2, 4 or 8 reconstructions to average, got {ensemble!r}")
     try:
-        model = IDM.from_pretrained(str(source))
+        model = IDM.from_pretrained(str(source), **({} if ensemble is None else {"ensemble": ensemble}))
     except Exception as exc:
         raise ValueError(f"model {str(source)!r} could not be loaded: {exc}") from exc
     return model.eval()

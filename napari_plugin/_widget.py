@@ -46,6 +46,7 @@ _MODES = {
     "Block CS (natural images)": "block_cs",
     "Measured k-space + mask": "measured",
 }
+_MODEL_DEFAULT = "model default"  # the ensemble the model's config names
 
 
 def _layer_array(layer) -> np.ndarray:
@@ -72,7 +73,7 @@ class IDMReconstructionWidget(Container):
         self.viewer = napari_viewer
         self.worker = None
         self._cancel = threading.Event()
-        self._model_cache: dict[tuple[str, str], Any] = {}
+        self._model_cache: dict[tuple[str, str, int | None], Any] = {}
 
         self.input = ComboBox(label="input image", choices=self._image_layers)
         self.mode = ComboBox(label="acquisition", choices=list(_MODES), value="Single-coil MRI (simulated)")
@@ -89,6 +90,10 @@ class IDMReconstructionWidget(Container):
         self.sigma = FloatSpinBox(label="noise sigma", value=0.0, min=0.0, max=1.0, step=0.001)
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.checkpoint = FileEdit(label="checkpoint folder", mode="d")
+        self.ensemble = ComboBox(label="ensemble", choices=[_MODEL_DEFAULT, "1", "2", "4", "8"],
+                                 value=_MODEL_DEFAULT,
+                                 tooltip="average this many reconstructions of the flipped / rotated problem: more is "
+                                         "sharper and slower (each costs one reconstruction)")
         self.device = ComboBox(label="device", choices=_engine.available_devices())
         # CPU: one slice per step so progress moves at once; accelerators: batches fill the device
         self.batch_size = SpinBox(label="batch size", value=1 if self.device.value == "cpu" else 8, min=1, max=256)
@@ -99,8 +104,8 @@ class IDMReconstructionWidget(Container):
         self.metrics = Label(label="metrics", value="")
         self.extend([self.input, self.mode, self.mask_kind, self.acceleration, self.center_fraction, self.ratio,
                      self.block_size, self.permute, self.kspace, self.mask, self.seed, self.sigma, self.model,
-                     self.checkpoint, self.device, self.batch_size, self.bf16, self.run_button, self.cancel_button,
-                     self.progress, self.metrics])
+                     self.checkpoint, self.ensemble, self.device, self.batch_size, self.bf16, self.run_button,
+                     self.cancel_button, self.progress, self.metrics])
 
         self._auto_model = True  # the model follows the acquisition (as on the command line) until one is chosen
         self._setting_model = False
@@ -252,13 +257,13 @@ class IDMReconstructionWidget(Container):
             raise ValueError(f"input image {ref_layer.name!r} must be 2-D or 3-D, got shape {data.shape}")
         return Job(acq, image=data, name=ref_layer.name, **settings), ref_layer
 
-    def _get_model(self, choice: str, checkpoint: str | None):
+    def _get_model(self, choice: str, checkpoint: str | None, ensemble: int | None = None):
         if choice == PSEUDO_INVERSE:
             return None
-        key = (choice, str(checkpoint) if choice == CHECKPOINT else "")
+        key = (choice, str(checkpoint) if choice == CHECKPOINT else "", ensemble)
         if key not in self._model_cache:
             self._model_cache.clear()  # one model at a time: they are large
-            self._model_cache[key] = _engine.load_model(choice, checkpoint)
+            self._model_cache[key] = _engine.load_model(choice, checkpoint, ensemble)
         return self._model_cache[key]
 
     def run(self, _event=None):
@@ -273,11 +278,12 @@ class IDMReconstructionWidget(Container):
         choice = self.model.value
         checkpoint = str(self.checkpoint.value) if choice == CHECKPOINT else None
         shown_name = Path(checkpoint).name if checkpoint else choice
+        ensemble = None if self.ensemble.value == _MODEL_DEFAULT else int(self.ensemble.value)
         self._cancel.clear()
 
         def work():
             yield _engine.Progress(0, 1, "loading model" if choice != PSEUDO_INVERSE else "")
-            model = self._get_model(choice, checkpoint)
+            model = self._get_model(choice, checkpoint, ensemble)
             return (yield from _engine.reconstruct(job, model=model, model_name=shown_name, cancel=self._cancel))
 
         # errors are shown by _on_error as one notification, not re-raised into the Qt event loop

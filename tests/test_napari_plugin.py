@@ -392,6 +392,15 @@ def test_widget_checkpoint_folder_idm(widget, qtbot, tmp_path):
     assert viewer.layers["vol IDM (tiny) 4x random"].data.shape == (3, 32, 32)
     np.testing.assert_allclose(viewer.layers["vol IDM (tiny) 4x random"].scale, (4.0, 1.0, 1.0))
     assert math.isfinite(viewer.layers["vol IDM (tiny) 4x random"].metadata["idm_imaging"]["metrics"]["psnr"])
+    # the ensemble box loads the model with that many flipped reconstructions averaged (default: the model's own)
+    assert w._get_model(CHECKPOINT, str(tmp_path / "tiny")).config.ensemble == 1
+    w.ensemble.value = "4"
+    w.run_button.clicked.emit()
+    _wait(qtbot, w, 60000)
+    assert w._get_model(CHECKPOINT, str(tmp_path / "tiny"), 4).config.ensemble == 4
+    assert list(w._model_cache) == [(CHECKPOINT, str(tmp_path / "tiny"), 4)]  # the run loaded that one
+    with pytest.raises(ValueError, match="ensemble"):
+        _engine.load_model(CHECKPOINT, str(tmp_path / "tiny"), ensemble=3)
 
 
 @napari_needed
@@ -492,7 +501,7 @@ def test_widget_cancel_mid_stack_leaves_no_layer(widget, qtbot):
     viewer, w = widget
     layer = viewer.add_image(np.stack([make_brain(64, z) for z in np.linspace(-0.5, 0.5, 8)]), name="stack")
     model = _GatedPseudoInverse()
-    w._get_model = lambda choice, checkpoint: model
+    w._get_model = lambda choice, checkpoint, ensemble=None: model
     w.input.value = layer
     w.batch_size.value = 1
     w.run_button.clicked.emit()
