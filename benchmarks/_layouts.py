@@ -1,8 +1,8 @@
 """Backbone layouts shared by the benchmarks (diffusers ``UNet2DConditionModel`` config dicts, random weights).
 
 * ``sd15``: Stable Diffusion 1.5's UNet config; after IDM's surgery ~115M parameters (the paper's backbone).
-* ``small``: the SD-style layout of IDM_METHOD.md's cost section (channels 64/128/256/256, attention at the
-  first three levels, as the reference's small model).
+* ``small``: a scaled-down SD-style layout (channels 64/128/256/256, attention at the first three levels), the
+  size at which the authors' public implementation was timed for comparison.
 * ``cpu``: a CPU-friendly SD-style layout (32/64/64/64, ``DownBlock2D`` first: no attention at the highest
   resolution), the kind of model shipped as the embedded default.
 * ``tiny``: for smoke tests of the scripts.

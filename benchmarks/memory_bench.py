@@ -23,7 +23,7 @@ LAYOUTS = {
     # Stable Diffusion 1.5 UNet config (random weights): the paper's backbone after surgery (~115M params).
     "sd15": dict(block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, cross_attention_dim=768,
                  attention_head_dim=8, in_channels=4, out_channels=4, sample_size=64),
-    # SD-style layout of IDM_METHOD.md's cost section (4.6M params in the reference).
+    # scaled-down SD-style layout (4.6M parameters in the authors' implementation).
     "small": dict(block_out_channels=[64, 128, 256, 256], layers_per_block=2, cross_attention_dim=64,
                   attention_head_dim=8, in_channels=4, out_channels=4, sample_size=64, norm_num_groups=32),
     "tiny": dict(block_out_channels=[16, 32, 32, 32], layers_per_block=1, cross_attention_dim=16,

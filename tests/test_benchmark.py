@@ -229,13 +229,22 @@ def test_run_skips_missing_models_and_datasets_with_reasons(tmp_path):
     res = run(quick=True, out_dir=tmp_path / "r", docs_dir=tmp_path / "d", datasets_dir=tmp_path / "nothing",
               log=None, prior="no-such-prior", models={"cs": str(tmp_path / "missing")})
     assert res["rows"] == []
-    reasons = " ".join(s["what"] + ": " + s["reason"] for s in res["skipped"])
-    assert "DDNM, DPS" in reasons and "no-such-prior" in reasons
-    assert "Set11" in reasons and "BrainImages_test" in reasons and "not found" in reasons
     from importlib.util import find_spec
 
+    from idm_imaging.models.registry import ALIASES, REGISTRY
+
+    data = tmp_path / "nothing"
+    expected = {
+        ("DDNM, DPS", "diffusion prior 'no-such-prior' not available (name_or_dir: 'no-such-prior' is neither a "
+                      f"folder nor an embedded model; available names: {sorted(REGISTRY)}, "
+                      f"aliases: {sorted(ALIASES)})"),
+        ("Set11", f"dataset folder {data / 'natural/test/Set11'} not found"),
+        ("BrainImages_test", f"dataset BrainImages_test not found under {data / 'mri'}"),
+    }
     if find_spec("deepinv") is None:  # the core install: deepinv's rows are skipped with the way to get them
-        assert "deepinv TV, deepinv wavelet: deepinv is not installed (pip install 'idm-imaging[deepinv]')" in reasons
+        expected.add(("deepinv TV, deepinv wavelet", "deepinv is not installed (pip install 'idm-imaging[deepinv]')"))
+    assert {(s["what"], s["reason"]) for s in res["skipped"]} == expected
+    assert all(s["table"] == "main" for s in res["skipped"])
     assert "(no rows" in (tmp_path / "d/benchmark-quick.md").read_text()
 
 
@@ -275,3 +284,35 @@ def test_run_rejects_bad_arguments(tmp_path):
         run(quick=True, out_dir=tmp_path, device="tpu:banana")
     with pytest.raises(TypeError, match="no_such_setting"):
         run(quick=True, out_dir=tmp_path, no_such_setting=1)
+
+
+def test_tuning_grid_search_picks_the_best_combination_on_measured_psnr():
+    """The grid search scores every combination on the same images and ratios and keeps the highest mean PSNR: a
+    TV weight far too strong loses to the usual one on a piecewise-constant image."""
+    from idm_imaging.benchmark.tune import grid_search
+
+    res = grid_search(TVFista, {"lam": [0.001, 0.3], "iterations": [60]}, [("phantom", _phantom(64))], (0.3,),
+                      log=None)
+    scores = {r["params"]["lam"]: r["psnr"] for r in res["results"]}
+    assert res["best"] == {"lam": 0.001, "iterations": 60} and scores[0.001] > scores[0.3] + 3
+
+
+def test_tuning_command_line_refuses_bad_arguments_by_name(capsys):
+    from idm_imaging.benchmark.tune import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["deepinv-tv", "--steps", "10"])
+    assert e.value.code == 2 and "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["dps", "--steps", "1"])
+    assert e.value.code == 2 and "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["pnp-bm3d", "--data", "/no/such/folder"])
+    assert e.value.code == 2 and "/no/such/folder" in capsys.readouterr().err
+
+
+def test_results_record_the_datasets_folder_without_this_machines_absolute_path():
+    from idm_imaging.benchmark.run import _REPO, _data_label
+
+    assert _data_label(_REPO.parent / "data" / "sets") == "../data/sets"
+    assert _data_label("/elsewhere/data") == "/elsewhere/data"

@@ -14,8 +14,9 @@ take magnitudes). Operators are duck-typed (``A``, ``A_dagger``/``A_adjoint``, `
 - :class:`VarNet` / :func:`train_varnet`: MONAI's end-to-end variational network, single-coil, for MRI.
 
 The diffusion prior (:class:`DiffusionPrior`) is the diffusers UNet of ``prior-gray`` (or any prior folder), fed
-as IDM feeds it: grayscale ``x`` in [0, 1] -> ``z = 2 x - 1`` (the prior's training range) -> pixel unshuffle by
-:class:`idm_imaging.models.ImageAdapter` (1 x H x W -> 4 x H/2 x W/2 for a 4-channel UNet).
+as IDM feeds it: grayscale ``x`` in [0, 1] -> the prior's training range (``z = 2 x - 1`` for a prior trained on
+[-1, 1], ``signed_range`` in its ``prior.json``; ``z = x`` otherwise, as for the embedded ``prior-gray``) -> pixel
+unshuffle by :class:`idm_imaging.models.ImageAdapter` (1 x H x W -> 4 x H/2 x W/2 for a 4-channel UNet).
 """
 
 from __future__ import annotations

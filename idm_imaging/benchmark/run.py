@@ -211,6 +211,15 @@ def _model_label(folder: Path) -> str:
     return f"embedded:{folder.name}" if folder.parent == Path(WEIGHTS_DIR).resolve() else str(folder)
 
 
+def _data_label(folder: str | os.PathLike) -> str:
+    """The datasets folder as a record shows it: relative to the repository when it sits beside it (the
+    documented layout), so that results do not carry one machine's absolute paths."""
+    try:
+        return os.path.relpath(folder, _REPO) if Path(folder).resolve().is_relative_to(_REPO.parent) else str(folder)
+    except ValueError:  # another drive
+        return str(folder)
+
+
 def _model_folder(name: str, cfg: BenchmarkConfig) -> tuple[Path | None, str | None]:
     """Folder of a trained model (override or embedded name), or (None, reason)."""
     from idm_imaging.models import resolve_checkpoint
@@ -583,7 +592,7 @@ def _results(r: _Run, command: str) -> dict:
         "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
                  "command": command,
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "hardware": _hardware(r.dev), "quick": r.cfg.quick, "datasets_dir": str(r.data_root),
+                 "hardware": _hardware(r.dev), "quick": r.cfg.quick, "datasets_dir": _data_label(r.data_root),
                  "models": {"prior": _model_label(r.prior_folder) if r.prior is not None else None, **r.idm_models}},
         "settings": _jsonable(dataclasses.asdict(r.cfg)),
         "methods": r.methods,
@@ -678,8 +687,8 @@ def _varnet_for(acc, cfg: BenchmarkConfig, data_root: Path, record: dict, dev, r
     if cfg.quick:
         note += " (--quick budget)"
     methods[f"VarNet {acc}x"] = {**model.settings(), **{k: v for k, v in info.items() if k != "train"},
-                                 "train_patterns": patterns, "data_source": source, "budget_source": bsrc,
-                                 "note": note}
+                                 "train_patterns": [_data_label(p) for p in patterns], "data_source": source,
+                                 "budget_source": bsrc, "note": note}
     model.eval()
 
     def fn(y, op):
@@ -836,7 +845,7 @@ def _figure(figs: dict, max_methods: int) -> bytes | None:
 
 def _palette_png(png: bytes) -> bytes:
     """The PNG with a 256-colour palette: gray images and one colour map need no more, and the file is ~3x
-    smaller (the committed figures travel with the tree to the GPU machine, 64 MiB in all)."""
+    smaller (figures are committed with the results)."""
     from PIL import Image
 
     buf = io.BytesIO()

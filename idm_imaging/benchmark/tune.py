@@ -9,12 +9,17 @@ Command line::
 
     python -m idm_imaging.benchmark.tune pnp-bm3d --images 4 --crop 128
     python -m idm_imaging.benchmark.tune deepinv-tv --images 4 --crop 128      # needs deepinv
+    python -m idm_imaging.benchmark.tune dps --images 2 --crop 128              # on the embedded diffusion prior
+
+The diffusion samplers (``dps``, ``deepinv-diffpir``) run on the benchmark's prior (``prior-gray``) with its 100
+steps (``--steps``); they are random, so each runs with the benchmark's seed 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import itertools
 import json
 import os
@@ -47,14 +52,40 @@ def _deepinv(kind: str) -> Callable:
     return make
 
 
-# method -> (factory, grid)
+@functools.lru_cache(maxsize=1)
+def _prior():
+    from idm_imaging.benchmark.baselines import DiffusionPrior
+    from idm_imaging.benchmark.run import PRIOR_NAME
+
+    return DiffusionPrior.load(PRIOR_NAME)
+
+
+def _dps(**kw):
+    from idm_imaging.benchmark.baselines import DPS
+
+    return DPS(_prior(), **kw)
+
+
+def _deepinv_diffpir(**kw):
+    from idm_imaging.interop.deepinv import DeepinvDiffPIR
+
+    return DeepinvDiffPIR(_prior(), **kw)
+
+
+# method -> (factory, grid); "steps" is filled from --steps for the diffusion samplers
 GRIDS: dict[str, tuple[Callable, dict]] = {
     "pnp-bm3d": (_pnp_bm3d, {"sigma_start": [0.1, 0.3], "sigma_end": [0.005, 0.02], "iterations": [15],
                              "stage": ["hard"]}),
     # deepinv: 200 iterations, the benchmark's budget for every variational solver (BenchmarkConfig.tv_iterations)
     "deepinv-tv": (_deepinv("tv"), {"lam": [0.0003, 0.001, 0.003], "inner": [3, 5, 10], "iterations": [200]}),
     "deepinv-wavelet": (_deepinv("wavelet"), {"lam": [0.003, 0.01, 0.03, 0.1], "iterations": [200]}),
+    # zeta = 1: the DPS paper's setting for linear inverse problems; deepinv's DPS at 50 steps needed a likelihood
+    # step about 25x larger than the matched one (benchmarks/results/dps-agreement.json), so the grid goes up
+    "dps": (_dps, {"zeta": [1.0, 3.0, 10.0, 30.0], "steps": [100]}),
+    # lambda_ 7, zeta 0.1: deepinv's defaults (the paper's range is lambda 1-10, zeta 0-1)
+    "deepinv-diffpir": (_deepinv_diffpir, {"lambda_": [1.0, 7.0, 30.0], "zeta": [0.1, 0.5], "steps": [100]}),
 }
+_DIFFUSION = ("dps", "deepinv-diffpir")
 
 
 def training_images(datasets_dir: str | os.PathLike, n: int, crop: int | None) -> list[tuple[str, torch.Tensor]]:
@@ -122,14 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=4, help="first N Train400 images")
     ap.add_argument("--crop", type=int, default=128, help="centre crop (pixels)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    ap.add_argument("--steps", type=int, default=None,
+                    help="sampling steps of dps / deepinv-diffpir (default: the benchmark's 100)")
     ap.add_argument("--data", "--datasets", dest="datasets", default=None,
                     help="datasets folder (default: $IDM_IMAGING_DATA, else ../shared/datasets next to the repository)")
     ap.add_argument("--out", default=None, help="record file (default benchmarks/results/tuning-METHOD.json)")
     a = ap.parse_args(argv)
     try:
+        factory, grid = GRIDS[a.method]
+        if a.steps is not None:
+            if a.method not in _DIFFUSION:
+                raise ValueError(f"--steps: only for {' / '.join(_DIFFUSION)}, not {a.method}")
+            if a.steps < 2:
+                raise ValueError(f"--steps: expected an int >= 2, got {a.steps}")
+            grid = {**grid, "steps": [a.steps]}
         data = data_root(a.datasets)
         images = training_images(data, a.images, a.crop)
-        factory, grid = GRIDS[a.method]
         res = grid_search(factory, grid, images, tuple(a.ratios))
     except (ValueError, TypeError, ImportError, FileNotFoundError) as e:
         ap.exit(2, f"tune: error: {e}\n")
