@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from idm_imaging import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "design-study"
@@ -39,7 +40,7 @@ N_VAL = 8
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("IDM_IMAGING_DATA", ROOT.parent / "shared" / "datasets"))
+    return datasets.data_root(must_exist=False)
 
 
 def split_natural() -> tuple[list[str], list[str]]:

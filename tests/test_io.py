@@ -268,7 +268,7 @@ def test_shared_natural_images(datasets_dir):
     bsd = datasets_dir / "natural/test/BSD68/test001.png"
     for f in (parrots, bsd):
         if not f.exists():
-            pytest.skip(f"{f} absent")
+            pytest.skip(f"{f} not found (IDM_IMAGING_DATA names a folder without natural/test/)")
         img, meta = read_scan(f)
         ref = np.asarray(Image.open(f).convert("L")) / 255.0
         assert img.shape == ref.shape and np.array_equal(img.numpy(), ref.astype(np.float32))
@@ -288,7 +288,7 @@ def test_shared_siat_npy_and_cardiac_mat(datasets_dir):
     npy = datasets_dir / "mri/train/SIAT_T2_brain_complex/lsq001.npy"
     mat = datasets_dir / "mri/train/cardiac_DeepADMMNet/im-01.mat"
     if not (npy.exists() and mat.exists()):
-        pytest.skip("SIAT / cardiac files absent")
+        pytest.skip(f"{npy} or {mat} not found (IDM_IMAGING_DATA names a folder without mri/train/)")
     z, meta = read_scan(npy)
     assert meta["is_complex"] and torch.equal(z, torch.from_numpy(np.load(npy)))
     c, meta = read_scan(mat)

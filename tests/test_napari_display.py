@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
-import pytest
 
 from napari_plugin import _engine
 from napari_plugin._reader import read_layers
 
-CT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "samples" / "CT_head_512.dcm"
 
 
 def test_nifti_in_ras_order_is_shown_upright(tmp_path):
@@ -34,8 +30,6 @@ def test_formats_without_geometry_are_shown_as_stored(tmp_path):
     assert "affine" not in kwargs
 
 
-def test_dicom_stays_as_it_is():
-    if not CT.exists():
-        pytest.skip(f"dataset sample {CT} not present")
-    [(data, kwargs, _)] = read_layers(str(CT))
+def test_dicom_stays_as_it_is(ct_dicom):
+    [(data, kwargs, _)] = read_layers(str(ct_dicom))
     np.testing.assert_array_equal(kwargs["affine"], np.eye(3))  # rows already run to posterior, columns to left

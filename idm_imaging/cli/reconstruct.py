@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
                         "(default: %(default)s)")
     g.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
                    help="average this many reconstructions of the flipped / rotated problem (each costs one "
-                        "reconstruction; about +0.1 dB at 2, +0.3 dB at 4; default: the model's own setting)")
+                        "reconstruction; the model card gives the gain; default: the model's own setting)")
     p.set_defaults(func=run)
 
 

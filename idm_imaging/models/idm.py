@@ -414,9 +414,9 @@ class IDM(ModelMixin, ConfigMixin):
         return out
 
     def _warn_if_untrained_setting(self, operator) -> None:
-        """Warn when a block-CS operator's ratio or block size is not the one the model was trained for: such a
-        model does not generalise (a 10 % model at 30 %: 9.5 dB on Set11, below its 21.7 dB at 10 %); and, for a model
-        trained on one fixed matrix (no ``fresh_per_step``), when the seed or permutation differs (2-8 dB lost)."""
+        """Warn when a block-CS operator's ratio or block size is not the one a single-ratio model was trained for
+        (such a model does not generalise to other ratios: its model card gives the figures); and, for a model
+        trained on one fixed matrix (no ``fresh_per_step``), when the seed or permutation differs."""
         trained = self.config.operator_config or {}
         if trained.get("type") != "BlockCS" or not callable(getattr(operator, "measurements_per_block", None)):
             return
