@@ -9,7 +9,6 @@ from napari_plugin import _engine
 from napari_plugin._reader import read_layers
 
 
-
 def test_nifti_in_ras_order_is_shown_upright(tmp_path):
     vol = np.zeros((3, 20, 24), np.float32)  # (D, H, W); NIfTI axes (W, H, D) = (x: right, y: anterior, z)
     vol[:, -1, :] = 1  # the most anterior row
