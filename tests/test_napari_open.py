@@ -33,7 +33,8 @@ def test_viewer_open_with_the_plugin_reads_nifti_with_its_geometry(make_napari_v
 def test_plugin_is_offered_for_scans_and_a_remembered_choice_opens_without_naming_it(make_napari_viewer, nifti,
                                                                                        monkeypatch):
     """File > Open lists the plugin for NIfTI and DICOM; once the user's choice is remembered
-    (``settings.plugins.extension2reader``, what napari's chooser stores), ``viewer.open(path, plugin=None)`` uses it."""
+    (``settings.plugins.extension2reader``, what napari's chooser stores), ``viewer.open(path, plugin=None)``
+    uses it."""
     from napari.plugins import _npe2
     from napari.settings import get_settings
 
