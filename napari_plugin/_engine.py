@@ -115,17 +115,12 @@ class Acquisition:
 
     def operator(self, shape: tuple[int, int], mask: np.ndarray | None = None):
         """Build the ``idm_imaging.operators`` operator for images of ``shape`` (H, W)."""
-        from idm_imaging.operators import BlockCS, SingleCoilFourier
+        from idm_imaging.operators import build_operator
 
-        if self.mode == "block_cs":
-            return BlockCS(self.ratio, block_size=self.block_size, permute=self.permute, seed=self.seed,
-                           img_size=tuple(shape))
-        if self.mode == "fourier":
-            return SingleCoilFourier.from_mask_params(self.mask_kind, tuple(shape), self.acceleration,
-                                                      center_fraction=self.center_fraction, seed=self.seed)
-        import torch
-
-        return SingleCoilFourier(torch.as_tensor(np.asarray(mask, dtype=bool)))
+        return build_operator(self.task, shape, ratio=self.ratio, block_size=self.block_size, permute=self.permute,
+                              mask_kind=self.mask_kind, acceleration=self.acceleration,
+                              center_fraction=self.center_fraction, seed=self.seed,
+                              mask=np.asarray(mask, dtype=bool) if self.mode == "measured" else None)
 
 
 @dataclass

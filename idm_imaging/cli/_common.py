@@ -116,17 +116,16 @@ def check_acquisition_args(args, need_mask: bool = True) -> None:
 
 def operator_factory(args) -> Callable[[tuple[int, int]], "torch.nn.Module"]:
     """``(H, W) -> operator`` for the simulated acquisition the arguments describe."""
-    from idm_imaging.operators import BlockCS, SingleCoilFourier
-
-    if args.task == "cs":
-        return lambda hw: BlockCS(args.ratio, block_size=args.block_size, permute=not args.no_permute,
-                                  seed=args.seed, img_size=tuple(hw))
+    from idm_imaging.operators import build_operator
 
     def make(hw):
         try:
-            return SingleCoilFourier.from_mask_params(args.mask, tuple(hw), args.acceleration,
-                                                      center_fraction=args.center_fraction, seed=args.seed)
+            return build_operator(args.task, hw, ratio=args.ratio, block_size=args.block_size,
+                                  permute=not args.no_permute, mask_kind=args.mask, acceleration=args.acceleration,
+                                  center_fraction=args.center_fraction, seed=args.seed)
         except ValueError as exc:
+            if args.task == "cs":
+                raise
             raise UserError(f"--mask {args.mask} --acceleration {args.acceleration}: {exc}") from exc
 
     return make

@@ -7,6 +7,7 @@ All operators follow the contract in ``docs/ARCHITECTURE.md``: ``A``, ``A_adjoin
 from idm_imaging.operators.base import LinearOperator, operator_from_config, register_operator
 from idm_imaging.operators.block_cs import BlockCS
 from idm_imaging.operators.dihedral import DIHEDRAL, Dihedral
+from idm_imaging.operators.factory import build_operator
 from idm_imaging.operators.fourier import SingleCoilFourier, fft2c, ifft2c
 from idm_imaging.operators.masks import MASK_KINDS, MaskFunc, make_mask
 
@@ -18,6 +19,7 @@ __all__ = [
     "MASK_KINDS",
     "MaskFunc",
     "SingleCoilFourier",
+    "build_operator",
     "fft2c",
     "ifft2c",
     "make_mask",

@@ -58,7 +58,7 @@ class FinetuneStage:
     name = "finetune"
 
     def __init__(self, cfg: RunConfig):
-        from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask  # noqa: F401  (fail early)
+        from idm_imaging.operators import build_operator  # noqa: F401  (fail early)
 
         self.cfg = cfg
         self.fc = cfg.finetune
@@ -157,7 +157,7 @@ class FinetuneStage:
 
     def operator(self, gen: torch.Generator):
         """The step's operator: a fresh seed per step (``fresh_operator_per_step``) or one fixed operator."""
-        from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
+        from idm_imaging.operators import build_operator
 
         fc, p = self.fc, self.cfg.data.patch_size
         if not fc.fresh_operator_per_step and self._fixed_op is not None:
@@ -165,14 +165,14 @@ class FinetuneStage:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) if fc.fresh_operator_per_step else fc.operator_seed
         setting = self.draw_setting(gen)
         if fc.task == "cs":
-            op = BlockCS(setting[0], block_size=fc.block_size, permute=fc.permute, seed=seed, img_size=(p, p))
+            op = build_operator("cs", (p, p), ratio=setting[0], block_size=fc.block_size, permute=fc.permute, seed=seed)
         else:
             acc, kind, centre = setting
             try:
-                mask = make_mask(kind, (p, p), acc, centre, seed)
+                op = build_operator("mri", (p, p), mask_kind=kind, acceleration=acc, center_fraction=centre, seed=seed)
             except ValueError:  # a line count of P columns cannot reach every acceleration: the nearest one can
-                mask = make_mask(kind, (p, p), p / max(1, round(p / acc)), centre, seed)
-            op = SingleCoilFourier(mask)
+                op = build_operator("mri", (p, p), mask_kind=kind, acceleration=p / max(1, round(p / acc)),
+                                    center_fraction=centre, seed=seed)
         if not fc.fresh_operator_per_step:
             self._fixed_op = op
         return op

@@ -44,7 +44,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
 from idm_imaging.inference import intensity_range
-from idm_imaging.operators import MASK_KINDS, BlockCS, SingleCoilFourier, operator_from_config
+from idm_imaging.operators import MASK_KINDS, build_operator, operator_from_config
 
 __all__ = [
     "AcquisitionResult",
@@ -289,10 +289,11 @@ class BlockCSAcquisition(_Acquisition):
         self.block_size = block_size
         self.permute = bool(permute)
         # Validate ratio/block_size now (the operator checks them) rather than on the first image.
-        BlockCS(ratio, block_size=block_size, permute=False, seed=0, img_size=(block_size, block_size))
+        build_operator("cs", (block_size, block_size), ratio=ratio, block_size=block_size, permute=False)
 
     def _build(self, shape: tuple[int, int]) -> torch.nn.Module:
-        return BlockCS(self.ratio, block_size=self.block_size, permute=self.permute, seed=self._op_seed, img_size=shape)
+        return build_operator("cs", shape, ratio=self.ratio, block_size=self.block_size, permute=self.permute,
+                              seed=self._op_seed)
 
     def __call__(self, img: Any, randomize: bool = True) -> AcquisitionResult:
         op, x_in, y, params = self._acquire(img, allow_complex=False, randomize=randomize)
@@ -351,9 +352,8 @@ class KspaceUndersample(_Acquisition):
         MASK_KINDS[mask_kind](acceleration, center_fraction, 0)
 
     def _build(self, shape: tuple[int, int]) -> torch.nn.Module:
-        return SingleCoilFourier.from_mask_params(
-            self.mask_kind, shape, self.acceleration, center_fraction=self.center_fraction, seed=self._op_seed
-        )
+        return build_operator("mri", shape, mask_kind=self.mask_kind, acceleration=self.acceleration,
+                              center_fraction=self.center_fraction, seed=self._op_seed)
 
     def __call__(self, img: Any, randomize: bool = True) -> AcquisitionResult:
         op, x_in, y, params = self._acquire(img, allow_complex=True, randomize=randomize)
