@@ -267,15 +267,36 @@ def test_simulate_writes_measurement_pinv_and_replayable_json(tmp_path, capsys):
     rec = json.loads((tmp_path / "sim" / "v_acq.json").read_text())
     y = np.load(tmp_path / "sim" / rec["files"]["measurement"], allow_pickle=False)
     op = operator_from_config(rec["operator"])
-    xn = (torch.from_numpy(vol)[:, None] - rec["offset"]) / rec["scale"]
+    xn = (torch.from_numpy(vol)[:, None] - rec["intensity"]["offset"]) / rec["intensity"]["scale"]
     clean = op.A(xn).numpy()
     assert y.shape == clean.shape == (2, 1, 64, 2, 2)
     noise = y - clean
     assert 0.005 < noise.std() < 0.02  # sigma 0.01 in normalised units
     replay = torch.cat([op.measure(xn[i:i + 1], sigma=0.01, seed=5 + i) for i in range(2)]).numpy()
     assert np.allclose(y, replay, atol=1e-6)
+    # the record is the transforms' acquisition record: replay_acquisition re-measures the (1, H, W, D) input
+    from idm_imaging.transforms import replay_acquisition
+
+    replayed = replay_acquisition(torch.from_numpy(vol).permute(1, 2, 0)[None], rec).movedim(-1, 0).numpy()
+    assert np.allclose(y, replayed, atol=1e-6)
     pinv = nib.load(tmp_path / "sim" / rec["files"]["pinv"])
     assert np.allclose(pinv.affine, np.diag([0.9, 0.9, 3.0, 1]))
+
+
+def test_simulate_record_replays_a_kspace_image(tmp_path, capsys):
+    from idm_imaging.transforms import replay_acquisition
+
+    img = _phantom(32)
+    np.save(tmp_path / "img.npy", img)
+    code, _, err = _run(["simulate", tmp_path / "img.npy", "--out", tmp_path / "sim", "--task", "mri",
+                         "--acceleration", 4, "--mask", "equispaced", "--sigma", 0.02, "--seed", 3], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "sim" / "img_acq.json").read_text())
+    y = np.load(tmp_path / "sim" / rec["files"]["measurement"], allow_pickle=False)
+    assert rec["spatial_dims"] == 2 and y.shape == (1, 1, 32, 32)
+    replayed = replay_acquisition(torch.from_numpy(img)[None], rec)
+    assert replayed.shape == (1, 32, 32) and np.allclose(y[0], replayed.numpy(), atol=1e-6)
+    assert np.abs(y[0] - replay_acquisition(torch.from_numpy(img)[None], {**rec, "sigma": 0.0}).numpy()).max() > 0.01
 
 
 # ------------------------------------------------------------------------------------------------- models

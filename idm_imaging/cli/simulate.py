@@ -4,9 +4,10 @@ Writes into the folder ``--out`` (created if missing), for INPUT ``<stem>.<ext>`
 ``<stem>_meas.npy`` (the measurement of every slice, ``(D, 1, ...)`` as the operator produces it: block CS
 ``(D, 1, q, nh, nw)`` real, MRI ``(D, 1, H, W)`` complex k-space; D = 1 for a 2-D image; on the [0, 1]-normalised
 image), ``<stem>_pinv.<ext>`` (pseudo-inverse / zero-filled image in the input's units and geometry; .png for
-2-D raster input, .npy for .npy input, else .nii.gz) and ``<stem>_acq.json`` (operator config, which rebuilds
-the operator with ``idm_imaging.operators.operator_from_config``, noise, seeds and the intensity normalisation
-``x_normalised = (x - offset) / scale``). All three files are written only when the run succeeded, and never over
+2-D raster input, .npy for .npy input, else .nii.gz) and ``<stem>_acq.json`` (the acquisition record of
+``idm_imaging.transforms``: operator config, noise, seed and the intensity normalisation
+``x_normalised = (x - offset) / scale``, marked ``"normalised": true``; ``replay_acquisition`` re-measures the
+input from it). All three files are written only when the run succeeded, and never over
 existing files unless --overwrite; a failed run leaves nothing behind (not even the folder it created).
 """
 
@@ -77,16 +78,17 @@ def run(args) -> int:
                              sigma=args.sigma, seed=args.seed)
     pinv = res.pinv if (suffix == ".npy" and inp.volume.is_complex()) or not res.pinv.is_complex() else res.pinv.abs()
     record = {
+        "operator": res.operator.get_config(),
+        "sigma": args.sigma,
+        "noise_seed": args.seed,
+        "spatial_dims": inp.volume.ndim,
+        "intensity": {"offset": res.offset, "scale": res.scale},
+        "normalised": True,  # the measurement is of the normalised image, in the slice layout (D, 1, ...)
+        "noise_per_slice": True,  # as reconstruct_volume draws it: results do not depend on the batch size
         "input": str(Path(args.input).expanduser()),
         "slices": args.slices,
         "task": args.task,
         "acquisition": acquisition_label(args),
-        "operator": res.operator.get_config(),
-        "sigma": args.sigma,
-        "noise_seed": args.seed,
-        "noise_seed_rule": "slice i uses noise_seed + i",
-        "offset": res.offset,
-        "scale": res.scale,
         "image_shape": list(inp.volume.shape),
         "measurement_shape": list(res.measurement.shape),
         "measurement_dtype": str(res.measurement.dtype).replace("torch.", ""),

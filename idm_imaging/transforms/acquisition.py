@@ -18,7 +18,9 @@ Every acquisition records the parameters needed to replay it exactly (a JSON-ser
      "sigma": float,                # std of the additive Gaussian measurement noise
      "noise_seed": int,             # seed of that noise (drawn from the transform's RandomState)
      "spatial_dims": 2 | 3,         # 3: the measurement carries the slice axis last
-     "intensity": {"offset": float, "scale": float}}  # the models see (x - offset) / scale (see below)
+     "intensity": {"offset": float, "scale": float},  # the models see (x - offset) / scale (see below)
+     "normalised": bool,            # optional: the measurement is of (x - offset) / scale (``idm-imaging simulate``)
+     "noise_per_slice": bool}       # optional: slice i's noise is seeded by noise_seed + i (``idm-imaging simulate``)
 
 ``intensity`` is what the command line normalises the image with before a model sees it
 (:func:`idm_imaging.inference.intensity_range` over the whole image or volume): :class:`IDMReconstruct` maps the
@@ -162,10 +164,16 @@ def operator_from_record(params: Any, name: str = "params") -> torch.nn.Module:
     return operator_from_config(rec["operator"])
 
 
-def _measure(op: torch.nn.Module, x: torch.Tensor, sigma: float, noise_seed: int) -> torch.Tensor:
-    """y = A(x) + sigma * n for all slices at once; x (C, H, W[, D]) plain tensor."""
+def _measure(op: torch.nn.Module, x: torch.Tensor, sigma: float, noise_seed: int, per_slice: bool = False
+             ) -> torch.Tensor:
+    """y = A(x) + sigma * n for all slices at once, or slice i with noise seed ``noise_seed + i`` (``per_slice``);
+    x (C, H, W[, D]) plain tensor."""
+    xb = _to_slices(x)
     with torch.no_grad():
-        y = op.measure(_to_slices(x), sigma=sigma, seed=noise_seed)
+        if per_slice and sigma > 0:
+            y = torch.cat([op.measure(xb[i:i + 1], sigma=sigma, seed=noise_seed + i) for i in range(len(xb))])
+        else:
+            y = op.measure(xb, sigma=sigma, seed=noise_seed)
     return _from_slices(y, x.ndim - 1)
 
 
@@ -179,7 +187,9 @@ def _pinv(op: torch.nn.Module, y: torch.Tensor, spatial_dims: int) -> torch.Tens
 def replay_acquisition(img: Any, params: Any) -> torch.Tensor:
     """Re-measure ``img`` ((C, H, W) or (C, H, W, D)) with the operator and noise of a stored record.
 
-    Returns exactly the measurement the acquisition transform produced for the same image.
+    Returns exactly the measurement the acquisition transform produced for the same image. For a record of
+    ``idm-imaging simulate`` pass its input as ``(1, H, W)`` (a 2-D image) or ``(1, H, W, D)`` (a ``(D, H, W)``
+    volume); the saved ``(D, 1, ...)`` measurement is the result with its last axis moved first (2-D: D = 1).
     """
     rec = _normalise_record(params)
     x = _plain(_check_image(img, "img", allow_complex=True))
@@ -187,8 +197,10 @@ def replay_acquisition(img: Any, params: Any) -> torch.Tensor:
         raise ValueError(
             f"img: record is for spatial_dims={rec['spatial_dims']}, got an image of shape {tuple(x.shape)}"
         )
+    if rec.get("normalised"):
+        x = (x - rec["intensity"]["offset"]) / rec["intensity"]["scale"]
     op = operator_from_config(rec["operator"])
-    return _measure(op, x, float(rec["sigma"]), int(rec["noise_seed"]))
+    return _measure(op, x, float(rec["sigma"]), int(rec["noise_seed"]), bool(rec.get("noise_per_slice")))
 
 
 def _check_sigma(sigma: float) -> float:
