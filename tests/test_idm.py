@@ -209,6 +209,33 @@ def test_from_diffusers_folder(tmp_path, layout):
         assert torch.equal(model(y, op), model2(y, op))
 
 
+@pytest.mark.parametrize("layout", ["flat", "unet_subfolder"])
+def test_load_unet_reads_a_local_folder_and_its_schedule_without_the_network(tmp_path, layout, monkeypatch):
+    import socket
+
+    from diffusers import DDPMScheduler
+
+    from idm_imaging.models.idm import load_unet, read_schedule
+
+    unet = UNet2DModel(**tiny_backbone_config("UNet2DModel")).half()
+    unet.save_pretrained(tmp_path / "unet" if layout == "unet_subfolder" else tmp_path)
+    DDPMScheduler(beta_end=0.015, beta_schedule="scaled_linear").save_pretrained(tmp_path / "scheduler")
+
+    def no_network(*args):
+        raise OSError("the network was used")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    got, schedule = load_unet(tmp_path)
+    assert type(got) is UNet2DModel and got.dtype == torch.float32
+    assert all(torch.equal(v.float(), got.state_dict()[k]) for k, v in unet.state_dict().items())
+    assert schedule == read_schedule(tmp_path / "scheduler")
+    assert (schedule["num_train_timesteps"], schedule["beta_end"], schedule["beta_schedule"]) == (
+        1000, 0.015, "scaled_linear")
+    assert load_unet(tmp_path, {"num_train_timesteps": 10})[1] == {"num_train_timesteps": 10}
+    with pytest.raises(ValueError, match="^folder: no diffusers UNet config"):
+        load_unet(tmp_path / "scheduler", name="folder")
+
+
 def test_from_diffusers_unet2dmodel_weights_used():
     torch.manual_seed(4)
     unet = UNet2DModel(**tiny_backbone_config("UNet2DModel"))

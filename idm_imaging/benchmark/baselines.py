@@ -284,16 +284,12 @@ class DiffusionPrior(nn.Module):
         ``signed_range``: None reads ``signed_range`` from ``folder/prior.json`` or a saved run config when
         present, else True (the prior stage's default).
         """
-        from idm_imaging.training.finetune import load_prior
+        from idm_imaging.models.idm import load_unet
 
         p = Path(folder)
         if not p.is_dir():
             raise ValueError(f"folder: {p} is not a folder")
-        if not (p / "config.json").is_file() and (p / "unet" / "config.json").is_file():
-            unet, sched = load_prior(p / "unet")  # pipeline layout: unet/ and scheduler/ side by side
-            sched = sched or _read_schedule(p / "scheduler")
-        else:
-            unet, sched = load_prior(p)
+        unet, sched = load_unet(p, name="folder")
         if signed_range is None:
             signed_range = _find_signed_range(p)
         return cls(unet, sched, signed_range=signed_range, name=name or p.name)
@@ -334,15 +330,6 @@ class DiffusionPrior(nn.Module):
         else:
             out = self.unet(u, tt).sample
         return self.adapter.from_unet(out)[..., :h, :w]
-
-
-def _read_schedule(folder: Path) -> dict | None:
-    f = folder / "scheduler_config.json"
-    if not f.is_file():
-        return None
-    s = json.loads(f.read_text(encoding="utf-8"))
-    return {k: s[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset")
-            if k in s}
 
 
 def _find_signed_range(folder: Path) -> bool:

@@ -17,6 +17,7 @@ initialised from the prior's DDPM/DDIM schedule at T evenly spaced timesteps) an
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -37,7 +38,7 @@ from .registry import resolve_checkpoint
 from .reversible import Coupling, ReversibleSequence
 from .unet import SUPPORTED_BACKBONES, ReversibleUNet, build_diffusers_unet, clean_config
 
-__all__ = ["IDM", "ImageAdapter", "RunContext", "SamplingStep", "measured_mean_shift"]
+__all__ = ["IDM", "ImageAdapter", "RunContext", "SamplingStep", "load_unet", "measured_mean_shift", "read_schedule"]
 
 TASKS = ("cs", "mri")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -534,7 +535,7 @@ class IDM(ModelMixin, ConfigMixin):
         """
         schedule = kwargs.pop("schedule", None)
         if isinstance(unet_or_path, (str, os.PathLike)):
-            unet, schedule = _load_unet(unet_or_path, schedule)
+            unet, schedule = load_unet(unet_or_path, schedule)
         elif isinstance(unet_or_path, nn.Module):
             unet = unet_or_path
         else:
@@ -549,7 +550,33 @@ class IDM(ModelMixin, ConfigMixin):
         return model
 
 
-def _load_unet(path, schedule):
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset")
+
+
+def read_schedule(folder: str | os.PathLike) -> dict | None:
+    """The DDPM schedule of a diffusers scheduler folder (its ``scheduler_config.json``); None when absent."""
+    f = Path(folder) / "scheduler_config.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text(encoding="utf-8"))
+    return {k: s[k] for k in SCHEDULE_KEYS if k in s}
+
+
+def load_unet(path: str | os.PathLike, schedule: dict | None = None, name: str = "unet_or_path"):
+    """A diffusers UNet in float32 and its DDPM schedule.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A folder holding the UNet's ``config.json`` (or ``<folder>/unet``, the pipeline layout), an embedded
+            prior name (``"prior-gray"``) or, when online, a hub id. A local folder is read without the network.
+        schedule (`dict`, *optional*):
+            The schedule to return; None reads ``<folder>/scheduler/scheduler_config.json`` when present.
+        name (`str`, *optional*, defaults to `"unet_or_path"`):
+            What error messages call ``path``.
+
+    Returns:
+        `tuple`: the UNet (``UNet2DConditionModel`` or ``UNet2DModel``) and the schedule (`dict` or None).
+    """
     import diffusers
 
     from .registry import REGISTRY
@@ -557,30 +584,27 @@ def _load_unet(path, schedule):
     p = Path(path)
     if not p.exists() and str(path) in REGISTRY:  # an embedded prior, e.g. "prior-gray"
         p = path = resolve_checkpoint(str(path))
+    local = p.exists()
     errors = []
     for sub in (None, "unet"):
         folder = p if sub is None else p / sub
-        cfg_file = folder / "config.json"
-        if p.exists() and not cfg_file.is_file():
+        if local and not (folder / "config.json").is_file():
             continue
-        try:
-            cfg = diffusers.UNet2DConditionModel.load_config(str(path), subfolder=sub)  # any UNet: same config.json
+        try:  # any UNet class reads the same config.json
+            cfg = diffusers.UNet2DConditionModel.load_config(str(path), subfolder=sub, local_files_only=local)
         except Exception as e:  # noqa: BLE001 (hub / missing file: try the next layout)
             errors.append(f"{folder}: {e}")
             continue
-        name = cfg.get("_class_name")
-        if name not in SUPPORTED_BACKBONES:
-            raise ValueError(f"unet_or_path: {name!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
+        cls_name = cfg.get("_class_name")
+        if cls_name not in SUPPORTED_BACKBONES:
+            raise ValueError(f"{name}: {cls_name!r} is not supported; supported: {list(SUPPORTED_BACKBONES)}")
         # float32 whatever the stored dtype (the embedded prior is stored in float16)
-        unet = getattr(diffusers, name).from_pretrained(str(path), subfolder=sub, use_safetensors=True,
-                                                        torch_dtype=torch.float32)
-        sched_file = p / "scheduler" / "scheduler_config.json"
-        if schedule is None and sched_file.is_file():
-            s = diffusers.DDIMScheduler.load_config(str(p / "scheduler"))
-            schedule = {k: s[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                                          "steps_offset") if k in s}
+        unet = getattr(diffusers, cls_name).from_pretrained(str(path), subfolder=sub, use_safetensors=True,
+                                                            torch_dtype=torch.float32, local_files_only=local)
+        if schedule is None and local:
+            schedule = read_schedule(p / "scheduler")
         return unet, schedule
-    raise ValueError(f"unet_or_path: no diffusers UNet config found at {path} (tried '.', 'unet'); {errors}")
+    raise ValueError(f"{name}: no diffusers UNet config found at {path} (tried '.', 'unet'); {errors}")
 
 
 def _check_weights(cls, folder: Path, weights: Path) -> None:

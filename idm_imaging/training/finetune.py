@@ -19,37 +19,12 @@ continuing from a trained IDM) with ``model.reversible`` from the config and is 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
 from idm_imaging.training.config import RunConfig
 
 __all__ = ["FinetuneStage"]
-
-
-def load_prior(folder: Path) -> tuple[torch.nn.Module, dict | None]:
-    """The diffusers UNet saved in ``folder`` (class from its ``config.json``) and the DDPM schedule of
-    ``folder/scheduler`` (None when absent), which initialises IDM's learned alphas."""
-    import diffusers
-
-    cfg_file = Path(folder) / "config.json"
-    if not cfg_file.is_file():
-        raise ValueError(f"config key 'finetune.prior': {folder} has no config.json (not a diffusers UNet folder)")
-    name = json.loads(cfg_file.read_text(encoding="utf-8")).get("_class_name")
-    if name not in ("UNet2DConditionModel", "UNet2DModel"):
-        raise ValueError(f"config key 'finetune.prior': {folder} holds a {name!r}, not a diffusers UNet")
-    # float32 whatever the stored dtype (the shipped prior is stored in float16 to stay small)
-    unet = getattr(diffusers, name).from_pretrained(str(folder), use_safetensors=True, torch_dtype=torch.float32)
-    schedule = None
-    sched_file = Path(folder) / "scheduler" / "scheduler_config.json"
-    if sched_file.is_file():
-        s = json.loads(sched_file.read_text(encoding="utf-8"))
-        schedule = {k: s[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                                      "steps_offset") if k in s}
-    return unet, schedule
 
 
 class FinetuneStage:
@@ -80,7 +55,7 @@ class FinetuneStage:
         self._fixed_op = None
 
     def build_model(self) -> torch.nn.Module:
-        from idm_imaging.models import IDM
+        from idm_imaging.models.idm import IDM, load_unet
 
         if self.init_source is not None:
             return self._continued_model()
@@ -101,10 +76,8 @@ class FinetuneStage:
                     raise ValueError(f"config key 'finetune.init_weights': {err}") from err
             model.reversible = self.fc.reversible
             return model
-        unet, schedule = load_prior(self.prior_path)
-        if schedule is not None:
-            kwargs.setdefault("schedule", schedule)
-        model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, **kwargs)
+        unet, schedule = load_unet(self.prior_path, kwargs.pop("schedule", None), name="config key 'finetune.prior'")
+        model = IDM.from_diffusers(unet, T=self.fc.T, task=self.fc.task, schedule=schedule, **kwargs)
         model.reversible = self.fc.reversible
         return model
 
