@@ -67,22 +67,23 @@ class VolumeReconstruction:
         return (t - self.offset) / self.scale
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None, name: str = "device") -> torch.device:
     """``"auto"``/None -> ``cuda`` when available, else ``cpu``; otherwise a checked torch device.
 
-    Raises ValueError naming ``device`` for unknown strings or CUDA devices that are not present.
+    Raises ValueError naming ``name`` (the argument or setting) for unknown strings or CUDA devices that are not
+    present.
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a torch device (use auto, cpu or cuda:N)") from exc
+        raise ValueError(f"{name}: {device!r} is not a torch device (use auto, cpu or cuda:N)") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} requested but CUDA is not available here")
+            raise ValueError(f"{name}: {device!r} requested but CUDA is not available here")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device: {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+            raise ValueError(f"{name}: {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
     return dev
 
 

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from idm_imaging.inference import resolve_device
 from idm_imaging.models.registry import default_model
 from idm_imaging.benchmark.baselines import (
     DDNM, DPS, DiffusionPrior, PnPBM3D, PseudoInverse, TVFista, VarNet, train_varnet,
@@ -418,13 +419,7 @@ def _check_arguments(quick, out_dir, device) -> torch.device:
         raise TypeError(f"quick: expected a bool, got {type(quick).__name__}")
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir: expected a path, got {type(out_dir).__name__}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: {device!r} is not a torch device ({e})") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    return dev
+    return resolve_device(device)
 
 
 def _setup(cfg: BenchmarkConfig, dev: torch.device, rec: _Recorder, data_root: Path) -> _Run:

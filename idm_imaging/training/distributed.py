@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "resolve_device"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "local_device"]
 
 
 @dataclass
@@ -35,16 +35,10 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``"auto"``: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{info.local_rank}"
-    dev = torch.device(name)
+def local_device(dev: torch.device, info: DistInfo) -> torch.device:
+    """A CUDA device without an index becomes ``cuda:LOCAL_RANK``; a CUDA device is made the current one."""
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("config key 'train.device' asks for CUDA but no CUDA device is available")
+        dev = torch.device("cuda", info.local_rank) if dev.index is None else dev
         torch.cuda.set_device(dev)
     return dev
 

@@ -39,11 +39,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from idm_imaging.inference import resolve_device
 from idm_imaging.training import checkpoint as ckpt
 from idm_imaging.training.config import RunConfig, TrainConfig, load_config
 from idm_imaging.training.data import PatchDataset, batches_per_epoch, make_loader
-from idm_imaging.training.distributed import (DistInfo, barrier, cleanup_distributed, init_distributed,
-                                              resolve_device)
+from idm_imaging.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed, local_device
 
 __all__ = ["train", "make_stage", "make_lr_scheduler", "weights_sha256"]
 
@@ -193,12 +193,10 @@ def train(config, resume: bool = False) -> Path:
             ``resume`` is False.
     """
     cfg = load_config(config)
-    dev_name = cfg.train.device
-    dev_type = ("cuda" if torch.cuda.is_available() else "cpu") if dev_name == "auto" else dev_name.split(":")[0]
-    info = init_distributed(dev_type)
+    device = resolve_device(cfg.train.device, "config key 'train.device'")
+    info = init_distributed(device.type)
     try:
-        device = resolve_device(dev_name, info)
-        return _run(cfg, info, device, resume)
+        return _run(cfg, info, local_device(device, info), resume)
     finally:
         cleanup_distributed(info)
 
