@@ -166,39 +166,15 @@ def available_devices() -> list[str]:
     return devices + ["cpu"]
 
 
-def _registry_names() -> list[Any]:
-    """Embedded model entries: ``available_models(aliases=True)`` (the installed models, then their aliases) when
-    the registry has it, else REGISTRY names on disk."""
-    try:
-        from idm_imaging.models import registry
-    except ImportError:  # models not shipped: only pseudo-inverse and checkpoint folders
-        return []
-    try:
-        if hasattr(registry, "available_models"):
-            return list(registry.available_models(aliases=True))
-        return [n for n, folder in getattr(registry, "REGISTRY", {}).items()
-                if (registry.WEIGHTS_DIR / folder).is_dir()]
-    except Exception:  # a broken registry must not break the widget
-        return []
-
-
 def model_choices(task: str) -> list[str]:
     """Model menu for ``task`` ("cs"/"mri"): embedded models of that task, then pseudo-inverse, then checkpoint.
 
     Embedded models come from ``idm_imaging.models.registry.available_models(aliases=True)`` (names such as
-    ``"mri"``, then aliases such as ``"mri-8x"``, or entries with a ``"task"``/``"name"``); the default (first
-    entry) is an embedded model when one exists.
+    ``"mri"``, then aliases such as ``"mri-8x"``); the default (first entry) is an embedded model when one exists.
     """
-    names = []
-    for entry in _registry_names():
-        if isinstance(entry, str):
-            name, entry_task = entry, entry.split("-", 1)[0]
-        elif isinstance(entry, dict):
-            name, entry_task = entry.get("name"), entry.get("task")
-        else:
-            name, entry_task = getattr(entry, "name", None), getattr(entry, "task", None)
-        if name and entry_task == task:
-            names.append(str(name))
+    from idm_imaging.models.registry import available_models
+
+    names = [name for name in available_models(aliases=True) if name.split("-", 1)[0] == task]
     return names + [PSEUDO_INVERSE, CHECKPOINT]
 
 
