@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generator, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["VolumeReconstruction", "reconstruct_volume", "iter_reconstruct_volume", "SliceBatch",
-           "iter_slice_batches", "to_units", "intensity_range", "volume_metrics", "resolve_device",
+__all__ = ["VolumeReconstruction", "ReconstructionOptions", "reconstruct_volume", "iter_reconstruct_volume",
+           "SliceBatch", "iter_slice_batches", "to_units", "intensity_range", "volume_metrics", "resolve_device",
            "kspace_slice_network", "bf16_is_fast", "resolve_precision"]
 
 
@@ -164,7 +164,7 @@ def reconstruct_volume(
 ) -> VolumeReconstruction:
     """Reconstruct a 2-D image or 3-D volume slice by slice: :func:`iter_reconstruct_volume` run to the end.
 
-    ``options`` are its keywords (``batch_size``, ``device``, ``measured``, ``sigma``, ``seed``, ``precision``);
+    ``options`` are its keywords (``options=ReconstructionOptions(...)`` and / or that dataclass's fields);
     ``progress`` is called as ``progress(done_slices, total_slices)`` after each batch (e.g. a tqdm update).
     """
     steps = iter_reconstruct_volume(volume, operator_factory, model, **options)
@@ -177,18 +177,57 @@ def reconstruct_volume(
             progress(done, total)
 
 
+@dataclass(frozen=True)
+class ReconstructionOptions:
+    """How :func:`iter_reconstruct_volume` runs; the command line and the napari plugin each pass one.
+
+    Args:
+        batch_size (`int`, *optional*, defaults to 4):
+            Slices per model call (>= 1).
+        device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            ``"auto"``, ``"cpu"``, ``"cuda:N"`` or a torch.device (see :func:`resolve_device`).
+        measured (`bool`, *optional*, defaults to `False`):
+            The volume is measured k-space (MRI only): reconstruct it as given.
+        sigma (`float`, *optional*, defaults to 0.0):
+            Std of Gaussian measurement noise added in normalised units (simulation only, >= 0).
+        seed (`int`, *optional*, defaults to 0):
+            Noise seed of slice 0 (slice i uses ``seed + i``).
+        name (`str`, *optional*, defaults to `"volume"`):
+            What error messages call the volume.
+        precision (`str`, *optional*, defaults to `"fp32"`):
+            ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement projection stays
+            float32). Faster on CPUs with AVX512-BF16/AMX and on GPUs (``benchmarks/cpu_bench.py --amp bf16``);
+            elsewhere it runs in fp32 with a warning (:func:`resolve_precision`); ``info`` records what ran.
+
+    Example:
+        >>> ReconstructionOptions(batch_size=8, sigma=0.01).seed
+        0
+    """
+
+    batch_size: int = 4
+    device: str | torch.device | None = "cpu"
+    measured: bool = False
+    sigma: float = 0.0
+    seed: int = 0
+    name: str = "volume"
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        b, s = self.batch_size, self.sigma
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {b!r}")
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise ValueError(f"sigma: expected a finite number >= 0, got {s!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {self.precision!r}")
+
+
 def iter_reconstruct_volume(
     volume: torch.Tensor | np.ndarray,
     operator_factory: Callable[[tuple[int, int]], torch.nn.Module],
     model: Callable | None = None,
-    *,
-    batch_size: int = 4,
-    device: str | torch.device | None = "cpu",
-    measured: bool = False,
-    sigma: float = 0.0,
-    seed: int = 0,
-    name: str = "volume",
-    precision: str = "fp32",
+    options: ReconstructionOptions | None = None,
+    **kwargs: Any,
 ) -> Generator[tuple[int, int], None, VolumeReconstruction]:
     """Reconstruct a 2-D image or 3-D volume slice by slice, ``batch_size`` slices per model call, step by step.
 
@@ -202,71 +241,33 @@ def iter_reconstruct_volume(
             complex k-space of that shape (zero where not sampled).
         operator_factory: ``(H, W) -> operator`` (see ``docs/ARCHITECTURE.md``); called once.
         model: ``model(y, operator) -> (B, 1, H, W)`` (e.g. an ``IDM`` in eval mode) or None for ``A^+ y`` only.
-        batch_size: slices per call (>= 1).
-        device: ``"auto"``, ``"cpu"``, ``"cuda:N"`` or a torch.device (see :func:`resolve_device`).
-        measured: ``volume`` is measured k-space (MRI only): reconstruct it as given.
-        sigma: std of Gaussian measurement noise added in normalised units (simulation only, >= 0).
-        seed: noise seed of slice 0 (slice i uses ``seed + i``).
-        name: what error messages call ``volume``.
-        precision: ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement
-            projection stays float32). Faster on CPUs with AVX512-BF16/AMX and on GPUs (``benchmarks/cpu_bench.py
-            --amp bf16``); elsewhere it runs in fp32 with a warning (:func:`resolve_precision`); ``info``
-            records what ran. The PSNR change per model is in its card (``benchmarks/eval_models.py --bf16``).
+        options: :class:`ReconstructionOptions`; None: built from ``kwargs``, its fields (``batch_size``,
+            ``device``, ``measured``, ``sigma``, ``seed``, ``name``, ``precision``), which otherwise replace
+            those of ``options``.
 
     Returns:
         :class:`VolumeReconstruction` with outputs in the input's units and shape.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+    o = replace(options or ReconstructionOptions(), **kwargs)
     if model is not None and not callable(model):
         raise TypeError(f"model: expected a callable model(y, operator) or None, got {type(model).__name__}")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
     if not callable(operator_factory):
         raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
-    dev = resolve_device(device)
-    if model is not None:
-        precision = resolve_precision(precision, dev)
-    x, squeeze = _as_stack(volume, name)
-    depth, shape = x.shape[0], (int(x.shape[1]), int(x.shape[2]))
-    op = operator_factory(shape)
-    if measured and not op.is_complex:
-        raise ValueError("measured: only measured k-space (a complex Fourier operator) can be reconstructed as given")
-    if not op.is_complex and x.is_complex():
-        raise ValueError("volume: block CS is a real acquisition; got a complex image (use its magnitude)")
-    if measured and not x.is_complex():
-        x = x.to(torch.complex64)
-    x = x.to(torch.complex64 if x.is_complex() else torch.float32)
+    dev = resolve_device(o.device)
+    precision = resolve_precision(o.precision, dev) if model is not None else o.precision
+    x, squeeze = _as_stack(volume, o.name)
+    op, x = _operator_for(operator_factory, x, o.measured)
     op = op.to(dev)
-
-    if measured:
-        with torch.no_grad():
-            zf = torch.cat([op.A_dagger(x[i:i + 1, None].to(dev)).abs().amax().reshape(1) for i in range(depth)])
-        offset, scale = 0.0, float(zf.max()) or 1.0
-    else:
-        offset, scale = intensity_range(x, op.is_complex)
+    offset, scale = _normalisation(x, op, o.measured, dev)
     # a real signed image under a Fourier operator: its results are real (see the module docstring)
     real_out = op.is_complex and not x.is_complex() and offset != 0
-
     if isinstance(model, torch.nn.Module):
         model.to(dev)
+    measure = _slice_measurements(x, op, offset, scale, o, dev)
 
-    def measure(start: int, stop: int) -> torch.Tensor:
-        xb = ((x[start:stop, None] - offset) / scale).to(dev)
-        if op.is_complex and not xb.is_complex():
-            xb = xb.to(torch.complex64)
-        if measured:
-            return xb
-        if sigma > 0:
-            return torch.cat([op.measure(xb[i:i + 1], sigma=float(sigma), seed=int(seed) + start + i)
-                              for i in range(stop - start)])
-        return op.A(xb)
-
-    pinv, recon, meas = [], [], []
+    depth, pinv, recon, meas = x.shape[0], [], [], []
     yield 0, depth
-    for batch in iter_slice_batches(measure, depth, op, model, batch_size=batch_size, precision=precision):
+    for batch in iter_slice_batches(measure, depth, op, model, batch_size=o.batch_size, precision=precision):
         meas.append(batch.y.cpu())
         pinv.append(batch.pinv[:, 0].cpu())
         if batch.recon is not None:
@@ -277,13 +278,51 @@ def iter_reconstruct_volume(
         t = to_units(torch.cat(parts), offset, scale, real_out)
         return t[0] if squeeze else t
 
-    ref = None if measured else (x[0] if squeeze else x)
+    ref = None if o.measured else (x[0] if squeeze else x)
     return VolumeReconstruction(
         pinv=back(pinv), recon=back(recon) if recon else None, measurement=torch.cat(meas), operator=op.cpu(),
         offset=offset, scale=scale, reference=ref,
-        info={"device": str(dev), "batch_size": batch_size, "sigma": float(sigma), "seed": int(seed),
-              "measured": bool(measured), "slices": depth, "precision": precision if model is not None else None},
+        info={"device": str(dev), "batch_size": o.batch_size, "sigma": float(o.sigma), "seed": int(o.seed),
+              "measured": bool(o.measured), "slices": depth, "precision": precision if model is not None else None},
     )
+
+
+def _operator_for(operator_factory: Callable, x: torch.Tensor, measured: bool) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The operator for the slices of the stack ``x`` and the stack in the dtype it is measured in."""
+    op = operator_factory((int(x.shape[1]), int(x.shape[2])))
+    if measured and not op.is_complex:
+        raise ValueError("measured: only measured k-space (a complex Fourier operator) can be reconstructed as given")
+    if not op.is_complex and x.is_complex():
+        raise ValueError("volume: block CS is a real acquisition; got a complex image (use its magnitude)")
+    return op, x.to(torch.complex64 if measured or x.is_complex() else torch.float32)
+
+
+def _normalisation(x: torch.Tensor, op: torch.nn.Module, measured: bool, dev: torch.device) -> tuple[float, float]:
+    """``(offset, scale)`` of the stack: :func:`intensity_range`, or for measured k-space ``(0, max |A^+ y|)``."""
+    if not measured:
+        return intensity_range(x, op.is_complex)
+    with torch.no_grad():
+        zf = torch.cat([op.A_dagger(x[i:i + 1, None].to(dev)).abs().amax().reshape(1) for i in range(x.shape[0])])
+    return 0.0, float(zf.max()) or 1.0
+
+
+def _slice_measurements(x: torch.Tensor, op: torch.nn.Module, offset: float, scale: float,
+                        o: ReconstructionOptions, dev: torch.device) -> Callable[[int, int], torch.Tensor]:
+    """``measure(start, stop)`` for :func:`iter_slice_batches`: the normalised slices measured (noise of slice i
+    seeded by ``seed + i``), or measured k-space as given."""
+
+    def measure(start: int, stop: int) -> torch.Tensor:
+        xb = ((x[start:stop, None] - offset) / scale).to(dev)
+        if op.is_complex and not xb.is_complex():
+            xb = xb.to(torch.complex64)
+        if o.measured:
+            return xb
+        if o.sigma > 0:
+            return torch.cat([op.measure(xb[i:i + 1], sigma=float(o.sigma), seed=int(o.seed) + start + i)
+                              for i in range(stop - start)])
+        return op.A(xb)
+
+    return measure
 
 
 class SliceBatch(NamedTuple):

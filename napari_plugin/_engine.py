@@ -300,6 +300,14 @@ class Job:
         """Whether the input is measured k-space (``kspace`` and ``mask``) rather than an image to simulate from."""
         return self.acquisition.mode == "measured"
 
+    def options(self, device):
+        """The ``idm_imaging.inference.ReconstructionOptions`` of this run on the resolved ``device``."""
+        from idm_imaging.inference import ReconstructionOptions
+
+        acq = self.acquisition
+        return ReconstructionOptions(batch_size=self.batch_size, device=device, measured=self.measured,
+                                     sigma=acq.sigma, seed=acq.seed, name=self.input_name, precision=self.precision)
+
     @property
     def input_name(self) -> str:
         """How error messages name the input: ``"kspace"`` for measured k-space, else the layer's ``name``."""
@@ -352,9 +360,7 @@ def reconstruct(
     dev = resolve_device(job.device)
     acq = job.acquisition
     t0 = time.perf_counter()
-    steps = iter_reconstruct_volume(data, lambda hw: acq.operator(hw, mask=mask), model, batch_size=job.batch_size,
-                                    device=dev, measured=job.measured, sigma=acq.sigma, seed=acq.seed,
-                                    name=job.input_name, precision=job.precision)
+    steps = iter_reconstruct_volume(data, lambda hw: acq.operator(hw, mask=mask), model, job.options(dev))
     res = yield from _run_steps(steps, model, dev, job.batch_size, is_cancelled)
     if res is None:
         return None

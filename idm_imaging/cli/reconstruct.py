@@ -59,7 +59,7 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from idm_imaging.inference import reconstruct_volume, resolve_device
+    from idm_imaging.inference import ReconstructionOptions, reconstruct_volume, resolve_device
     from idm_imaging.io import write_scan
     from idm_imaging.operators import SingleCoilFourier
 
@@ -89,9 +89,9 @@ def run(args) -> int:
     bar = tqdm(total=depth, unit="slice", file=sys.stderr, disable=depth <= 1, desc="reconstruct")
     t0 = time.perf_counter()
     try:
-        res = reconstruct_volume(inp.volume, factory, model, batch_size=args.batch_size, device=device,
-                                 measured=inp.measured, sigma=args.sigma, seed=args.seed,
-                                 precision=args.precision,
+        options = ReconstructionOptions(batch_size=args.batch_size, device=device, measured=inp.measured,
+                                        sigma=args.sigma, seed=args.seed, precision=args.precision)
+        res = reconstruct_volume(inp.volume, factory, model, options=options,
                                  progress=lambda done, total: bar.update(done - bar.n))
     except torch.OutOfMemoryError:
         raise UserError(f"--batch-size {args.batch_size}: out of memory on {device}; lower it or use --device cpu") \

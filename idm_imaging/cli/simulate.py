@@ -51,7 +51,7 @@ def _stem(path: Path) -> str:
 def run(args) -> int:
     import numpy as np
 
-    from idm_imaging.inference import reconstruct_volume
+    from idm_imaging.inference import ReconstructionOptions, reconstruct_volume
     from idm_imaging.io import atomic_write, atomic_write_text, write_scan
 
     check_acquisition_args(args)
@@ -74,8 +74,8 @@ def run(args) -> int:
             raise UserError(f"--out {args.out!r}: {p.name} exists; pass --overwrite to replace it")
     for note in inp.notes:
         print(f"note: {note}")
-    res = reconstruct_volume(inp.volume, operator_factory(args), None, batch_size=16, device="cpu",
-                             sigma=args.sigma, seed=args.seed)
+    res = reconstruct_volume(inp.volume, operator_factory(args), None,
+                             options=ReconstructionOptions(batch_size=16, sigma=args.sigma, seed=args.seed))
     pinv = res.pinv if (suffix == ".npy" and inp.volume.is_complex()) or not res.pinv.is_complex() else res.pinv.abs()
     record = {
         "operator": res.operator.get_config(),

@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
-from idm_imaging.inference import iter_slice_batches, resolve_precision, to_units
+from idm_imaging.inference import ReconstructionOptions, iter_slice_batches, resolve_precision, to_units
 from idm_imaging.operators import BlockCS, operator_from_config
 from idm_imaging.transforms.acquisition import _from_slices, _like, _normalise_record, _plain
 
@@ -86,21 +86,16 @@ class IDMReconstruct(Transform):
         return_complex: bool = False,
         precision: str = "fp32",
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
         if isinstance(model, str) and model != "pinv":
             raise ValueError(f"model: expected a callable, None or 'pinv', got {model!r}")
         if model is not None and not isinstance(model, str) and not callable(model):
             raise TypeError(
                 f"model: expected a callable model(y, operator), None or 'pinv', got {type(model).__name__}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        self.options = ReconstructionOptions(batch_size=batch_size, precision=precision)  # checks them
         self.model = None if model in (None, "pinv") else model
-        self.device = torch.device(device) if device is not None else None
-        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else None  # None: the model's or the input's
         self.return_complex = bool(return_complex)
-        self.precision = precision
 
     def __call__(self, meas: Any, params: Any, ref: Any = None) -> torch.Tensor:
         rec = _normalise_record(params, "params")
@@ -123,7 +118,7 @@ class IDMReconstruct(Transform):
         n, c = yb.shape[:2]
         yb = yb.reshape(n * c, 1, *yb.shape[2:])  # one channel of one slice per batch entry
         op = op.to(device)
-        precision = "fp32" if self.model is None else resolve_precision(self.precision, device)
+        precision = "fp32" if self.model is None else resolve_precision(self.options.precision, device)
         offset, scale, real_out, shift = 0.0, 1.0, False, None
         if self.model is not None:
             with torch.no_grad():
@@ -138,7 +133,7 @@ class IDMReconstruct(Transform):
             return (yc - shift.to(yc.dtype)) / scale if shift is not None else yc / scale
 
         chunks = [b.pinv if self.model is None else to_units(b.recon, offset, scale, real_out)
-                  for b in iter_slice_batches(measure, n * c, op, self.model, batch_size=self.batch_size,
+                  for b in iter_slice_batches(measure, n * c, op, self.model, batch_size=self.options.batch_size,
                                               precision=precision, pinv=False)]
         x = torch.cat(chunks).to(out_device)
         if x.is_complex() and not self.return_complex:
