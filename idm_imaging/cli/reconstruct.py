@@ -61,7 +61,7 @@ def run(args) -> int:
 
     from idm_imaging.inference import ReconstructionOptions, reconstruct_volume, resolve_device
     from idm_imaging.io import write_scan
-    from idm_imaging.operators import SingleCoilFourier
+    from idm_imaging.operators import build_operator
 
     check_device(args.device)
     inp = load_input(args.input, args)
@@ -79,7 +79,7 @@ def run(args) -> int:
     model, label = resolve_model(args.model, args)
 
     if inp.measured:
-        factory = lambda hw: SingleCoilFourier(inp.mask)  # noqa: E731
+        factory = lambda hw: build_operator("mri", hw, mask=inp.mask)  # noqa: E731
         what = "measured k-space"
     else:
         factory = operator_factory(args)
