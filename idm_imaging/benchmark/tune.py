@@ -85,7 +85,7 @@ GRIDS: dict[str, tuple[Callable, dict]] = {
     # lambda_ 7, zeta 0.1: deepinv's defaults (the paper's range is lambda 1-10, zeta 0-1)
     "deepinv-diffpir": (_deepinv_diffpir, {"lambda_": [1.0, 7.0, 30.0], "zeta": [0.1, 0.5], "steps": [100]}),
 }
-_DIFFUSION = ("dps", "deepinv-diffpir")
+_DIFFUSION = tuple(m for m, (_, grid) in GRIDS.items() if "steps" in grid)  # the samplers
 
 
 def training_images(datasets_dir: str | os.PathLike, n: int, crop: int | None) -> list[tuple[str, torch.Tensor]]:
