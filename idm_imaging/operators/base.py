@@ -42,7 +42,8 @@ class LinearOperator(torch.nn.Module):
     adjoint (exact for the operators here, whose ``A A^H`` is the identity on the range).
 
     Attributes:
-        is_complex: True when the natural image domain is complex (MRI); the measurements are then complex too.
+        is_complex (`bool`, defaults to `False`):
+            True when the natural image domain is complex (MRI); the measurements are then complex too.
     """
 
     is_complex: bool = False

@@ -51,12 +51,17 @@ class BlockCS(LinearOperator):
     ``(device, dtype)``.
 
     Args:
-        ratio: sampling ratio in (0, 1].
-        block_size: B >= 2.
-        permute: apply the global pixel permutation.
-        seed: seed of ``Phi`` and of the permutation.
-        img_size: ``(H, W)`` of the images; required when H or W is not a multiple of B (``A`` refuses such an
-            image without it, since ``A_dagger`` could not give back its size).
+        ratio (`float`):
+            Sampling ratio in (0, 1].
+        block_size (`int`, *optional*, defaults to 32):
+            Block side ``B``; at least 2.
+        permute (`bool`, *optional*, defaults to `True`):
+            Whether to apply the global pixel permutation.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of ``Phi`` and of the permutation.
+        img_size (`tuple[int, int]`, *optional*):
+            ``(H, W)`` of the images; required when H or W is not a multiple of B (``A`` refuses such an image
+            without it, since ``A_dagger`` could not give back its size).
 
     Example::
 

@@ -32,9 +32,13 @@ class Dihedral(LinearOperator):
     """``operator`` composed with the inverse of a flip and rotation of the image (see the module docstring).
 
     Args:
-        operator: any operator with ``A``, ``A_adjoint`` and ``A_dagger`` on ``(B, C, H, W)`` images.
-        flip: flip the image left-right first.
-        rot: then rotate it by ``rot`` quarter turns counter-clockwise (``torch.rot90`` on the last two dims).
+        operator (`LinearOperator` or any object with the same methods):
+            Any operator with ``A``, ``A_adjoint`` and ``A_dagger`` on ``(B, C, H, W)`` images.
+        flip (`bool`, *optional*, defaults to `False`):
+            Whether to flip the image left-right first.
+        rot (`int`, *optional*, defaults to 0):
+            Quarter turns counter-clockwise applied after the flip (``torch.rot90`` on the last two dims); taken
+            modulo 4.
 
     ``transform(x)`` is ``g x`` and ``inverse(x)`` is ``g^{-1} x``; a rotation by an odd ``rot`` swaps ``H`` and ``W``.
 

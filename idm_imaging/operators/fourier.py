@@ -77,7 +77,8 @@ class SingleCoilFourier(LinearOperator):
     Measured k-space (e.g. a fastMRI single-coil slice) with its own mask works the same way.
 
     Args:
-        mask: ``(H, W)`` bool (or 0/1) ``torch.Tensor`` or numpy array, in centred k-space.
+        mask (`torch.Tensor` or `np.ndarray`):
+            ``(H, W)`` bool (or 0/1) sampling mask, in centred k-space.
 
     Example::
 

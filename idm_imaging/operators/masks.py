@@ -423,12 +423,20 @@ def make_mask(kind: str, shape, acceleration: float, center_fraction: float | No
     """Generate an ``(H, W)`` bool ``torch.Tensor`` k-space mask (centred k-space; see the module docstring).
 
     Args:
-        kind: one of ``"random"``, ``"equispaced"``, ``"gaussian1d"``, ``"gaussian2d"``, ``"poisson"``,
-            ``"radial"``, ``"spiral"``.
-        shape: ``(H, W)``.
-        acceleration: R > 1; the result has ``H * W / mask.sum()`` within 5% of R.
-        center_fraction: fully sampled centre (default ``0.32 / R``).
-        seed: seed of the numpy Generator.
+        kind (`str`):
+            One of ``"random"``, ``"equispaced"``, ``"gaussian1d"``, ``"gaussian2d"``, ``"poisson"``, ``"radial"``,
+            ``"spiral"``.
+        shape (`tuple[int, int]`):
+            Mask size ``(H, W)``.
+        acceleration (`float`):
+            Undersampling factor R > 1; the result has ``H * W / mask.sum()`` within 5% of R.
+        center_fraction (`float`, *optional*):
+            Fully sampled centre fraction; `None` gives ``0.32 / R``.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the numpy Generator.
+
+    Returns:
+        `torch.Tensor`: the ``(H, W)`` bool mask.
 
     Example::
 
