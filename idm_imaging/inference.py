@@ -237,16 +237,21 @@ def iter_reconstruct_volume(
     partial result exists.
 
     Args:
-        volume: fully sampled image ``(H, W)``/``(D, H, W)`` (real or complex), or with ``measured=True`` centred
+        volume (`torch.Tensor` or `np.ndarray`):
+            Fully sampled image ``(H, W)``/``(D, H, W)`` (real or complex), or with ``measured=True`` centred
             complex k-space of that shape (zero where not sampled).
-        operator_factory: ``(H, W) -> operator`` (see ``docs/ARCHITECTURE.md``); called once.
-        model: ``model(y, operator) -> (B, 1, H, W)`` (e.g. an ``IDM`` in eval mode) or None for ``A^+ y`` only.
-        options: :class:`ReconstructionOptions`; None: built from ``kwargs``, its fields (``batch_size``,
-            ``device``, ``measured``, ``sigma``, ``seed``, ``name``, ``precision``), which otherwise replace
-            those of ``options``.
+        operator_factory (`Callable[[tuple[int, int]], torch.nn.Module]`):
+            ``(H, W) -> operator`` (see ``docs/ARCHITECTURE.md``); called once.
+        model (`Callable`, *optional*):
+            ``model(y, operator) -> (B, 1, H, W)`` (e.g. an ``IDM`` in eval mode); `None` gives ``A^+ y`` only.
+        options (`ReconstructionOptions`, *optional*):
+            How to run; `None` uses the defaults of :class:`ReconstructionOptions`.
+        **kwargs:
+            Fields of :class:`ReconstructionOptions` (``batch_size``, ``device``, ``measured``, ``sigma``,
+            ``seed``, ``name``, ``precision``); they replace those of ``options``.
 
     Returns:
-        :class:`VolumeReconstruction` with outputs in the input's units and shape.
+        :class:`VolumeReconstruction` with outputs in the input's units and shape (the generator's return value).
     """
     o = replace(options or ReconstructionOptions(), **kwargs)
     if model is not None and not callable(model):

@@ -33,9 +33,15 @@ def measured_mean_shift(x: torch.Tensor, y: torch.Tensor, operator: Any) -> torc
     k-space centre: ``A^+ A 1 = 1``) or not at all (``A 1 = 0``).
 
     Args:
-        x: the estimate, real or complex ``(B, 1, H, W)``.
-        y: its measurements ``(B, ...)`` as ``operator.A`` gives them.
-        operator: the acquisition (``A``, ``A_dagger``).
+        x (`torch.Tensor`):
+            The estimate, real or complex ``(B, 1, H, W)``.
+        y (`torch.Tensor`):
+            Its measurements ``(B, ...)`` as ``operator.A`` gives them.
+        operator (`LinearOperator` or any object with ``A`` and ``A_dagger``):
+            The acquisition.
+
+    Returns:
+        `torch.Tensor` of the shape and dtype of ``x``: the shifted estimate.
     """
     ones = torch.ones_like(x[:1])
     c = operator.A(ones)
@@ -70,13 +76,17 @@ def tv_prox(f: torch.Tensor, lam: float, iterations: int = 20, p=None):
     and can be warm-started from the previous FISTA iteration's dual ``p``.
 
     Args:
-        f: real ``(B, C, H, W)`` (H, W >= 2).
-        lam: TV weight > 0.
-        iterations: dual iterations.
-        p: warm start ``(px, py)`` or None.
+        f (`torch.Tensor`):
+            Real ``(B, C, H, W)`` image to denoise (H, W >= 2).
+        lam (`float`):
+            TV weight > 0.
+        iterations (`int`, *optional*, defaults to 20):
+            Dual iterations.
+        p (`tuple[torch.Tensor, torch.Tensor]`, *optional*):
+            Warm start ``(px, py)`` of the dual; `None` starts from zeros.
 
     Returns:
-        ``(u, (px, py))``.
+        `tuple`: ``(u, (px, py))``, the prox ``u`` (shape of ``f``) and the final dual, to warm-start the next call.
     """
     tau = 0.125
     if p is None:
@@ -101,16 +111,23 @@ def tv_fista(y: torch.Tensor, operator: Any, lam: float = 0.001, iterations: int
     operators (MRI): TV acts on the real and imaginary parts as two channels.
 
     Args:
-        y: measurements ``(B, ...)`` of ``operator``.
-        operator: ``A``, ``A_adjoint``, ``A_dagger`` and ``is_complex``.
-        lam: TV weight (images in [0, 1]).
-        iterations: outer FISTA iterations.
-        inner: Chambolle iterations per prox.
-        mean_start: start from :func:`measured_mean_shift` of ``A^+ y`` instead of ``A^+ y``: at low block-CS
+        y (`torch.Tensor`):
+            Measurements ``(B, ...)`` of ``operator``.
+        operator (`LinearOperator` or any object with the same methods):
+            The acquisition: ``A``, ``A_adjoint``, ``is_complex`` and, if present, ``A_dagger`` (the start
+            ``A^+ y``; ``A_adjoint`` otherwise).
+        lam (`float`, *optional*, defaults to 0.001):
+            TV weight (images in [0, 1]).
+        iterations (`int`, *optional*, defaults to 200):
+            Outer FISTA iterations.
+        inner (`int`, *optional*, defaults to 10):
+            Chambolle iterations per prox.
+        mean_start (`bool`, *optional*, defaults to `False`):
+            Whether to start from :func:`measured_mean_shift` of ``A^+ y`` instead of ``A^+ y``: at low block-CS
             ratios ``A^+ y`` misses most of the image mean, which FISTA then needs many iterations to find.
 
     Returns:
-        ``(B, 1, H, W)``, complex for a complex operator.
+        `torch.Tensor` of shape ``(B, 1, H, W)``: the reconstruction, complex for a complex operator.
     """
     cplx = bool(getattr(operator, "is_complex", False))
     to_r = (lambda z: torch.cat([z.real, z.imag], 1)) if cplx else (lambda z: z)  # noqa: E731
