@@ -49,8 +49,15 @@ def psnr(pred: Any, target: Any, data_range: float | None = None) -> float:
     """PSNR in dB: ``10 log10(data_range^2 / mean(|target - pred|^2))`` over all elements (inf if equal).
 
     Args:
-        pred, target: same-shape arrays/tensors, any shape; complex -> magnitude.
-        data_range: peak value; default ``target.max()`` (fastMRI convention).
+        pred (`np.ndarray` or `torch.Tensor`):
+            The estimate, any shape; complex values are taken as magnitudes.
+        target (`np.ndarray` or `torch.Tensor`):
+            The reference, same shape as ``pred``; complex values are taken as magnitudes.
+        data_range (`float`, *optional*):
+            Peak value; `None` takes ``target.max()`` (fastMRI convention).
+
+    Returns:
+        `float`: the PSNR in dB.
     """
     from skimage.metrics import peak_signal_noise_ratio
 
@@ -68,8 +75,17 @@ def ssim(pred: Any, target: Any, data_range: float | None = None, *, gaussian_we
     Wang et al. (2004) Gaussian window (sigma 1.5, population covariance). H and W must be at least 7.
 
     Args:
-        pred, target: same-shape ``(H, W)`` or ``(D, H, W)``; complex -> magnitude.
-        data_range: default ``target.max()`` over the whole volume.
+        pred (`np.ndarray` or `torch.Tensor`):
+            The estimate, ``(H, W)`` or ``(D, H, W)``; complex values are taken as magnitudes.
+        target (`np.ndarray` or `torch.Tensor`):
+            The reference, same shape as ``pred``; complex values are taken as magnitudes.
+        data_range (`float`, *optional*):
+            Data range of the images; `None` takes ``target.max()`` over the whole volume.
+        gaussian_weights (`bool`, *optional*, defaults to `False`):
+            Whether to use the Gaussian window of Wang et al. instead of the 7x7 uniform one.
+
+    Returns:
+        `float`: the SSIM (the mean over slices for a volume).
     """
     from skimage.metrics import structural_similarity
 

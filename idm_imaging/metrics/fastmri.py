@@ -26,11 +26,16 @@ def fastmri_metrics(pred: Any, target: Any, *, crop: int | tuple[int, int] | Non
     ``ssim`` = mean over slices of 2-D SSIM with ``data_range=maxval``; ``nmse = ||t - p||^2 / ||t||^2``.
 
     Args:
-        pred, target: same-shape ``(H, W)``, ``(D, H, W)`` or ``(D, 1, H, W)``; complex -> magnitude.
-        crop: centre crop ``(h, w)`` (an int for square) applied where the image is larger, e.g. 320 for knee.
+        pred (`np.ndarray` or `torch.Tensor`):
+            The reconstruction, ``(H, W)``, ``(D, H, W)`` or ``(D, 1, H, W)``; complex values are taken as
+            magnitudes.
+        target (`np.ndarray` or `torch.Tensor`):
+            The reference, same shape as ``pred``; complex values are taken as magnitudes.
+        crop (`int` or `tuple[int, int]`, *optional*):
+            Centre crop ``(h, w)`` (an int for square) applied where the image is larger, e.g. 320 for knee.
 
     Returns:
-        ``{"psnr": dB, "ssim": float, "nmse": float}``.
+        `dict[str, float]`: ``{"psnr": ..., "ssim": ..., "nmse": ...}``, the PSNR in dB.
 
     Example::
 

@@ -38,11 +38,13 @@ def rgb_to_y(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` for R, G, B in [0, 1]; uint8 input is divided by 255 first.
 
     Args:
-        image: RGB ``(3, H, W)``, ``(H, W, 3)``, ``(B, 3, H, W)`` or ``(B, H, W, 3)`` (channels-first wins when
-            ambiguous), torch or numpy.
+        image (`torch.Tensor` or `np.ndarray`):
+            RGB ``(3, H, W)``, ``(H, W, 3)``, ``(B, 3, H, W)`` or ``(B, H, W, 3)`` (channels-first wins when
+            ambiguous).
 
     Returns:
-        Y with the channel axis removed, same library as the input (float64 numpy / float torch).
+        `torch.Tensor` or `np.ndarray`: Y with the channel axis removed, same library as the input (float64 numpy /
+        float torch).
 
     Example::
 
@@ -90,9 +92,16 @@ def psnr_y(pred: Any, target: Any, *, quantize: bool = False) -> float:
     """PSNR (dB) of the Y channel on 0-255: ``10 log10(255^2 / mean((Y_t - Y_p)^2))``; inf for identical images.
 
     Args:
-        pred, target: one image in [0, 1], gray ``(H, W)`` (taken as Y; ``(1, H, W)``/``(1, 1, H, W)`` too) or RGB
-            (converted by :func:`rgb_to_y`); same shape. Values are clipped to [0, 1].
-        quantize: round the 0-255 values to integers (8-bit files) before scoring.
+        pred (`np.ndarray` or `torch.Tensor`):
+            One image in [0, 1], gray ``(H, W)`` (taken as Y; ``(1, H, W)``/``(1, 1, H, W)`` too) or RGB
+            (converted by :func:`rgb_to_y`). Values are clipped to [0, 1].
+        target (`np.ndarray` or `torch.Tensor`):
+            The reference, same shape and convention as ``pred``.
+        quantize (`bool`, *optional*, defaults to `False`):
+            Whether to round the 0-255 values to integers (8-bit files) before scoring.
+
+    Returns:
+        `float`: the PSNR in dB.
     """
     p, t = _pair(pred, target, quantize)
     return psnr(p, t, data_range=255.0)
@@ -101,7 +110,18 @@ def psnr_y(pred: Any, target: Any, *, quantize: bool = False) -> float:
 def ssim_y(pred: Any, target: Any, *, quantize: bool = False, gaussian_weights: bool = False) -> float:
     """SSIM of the Y channel on 0-255 with ``data_range=255`` (scikit-image; see :func:`idm_imaging.metrics.ssim`).
 
-    Args: as :func:`psnr_y`; ``gaussian_weights`` selects the 11x11 Gaussian window of Wang et al.
+    Args:
+        pred (`np.ndarray` or `torch.Tensor`):
+            One image in [0, 1], gray or RGB, as in :func:`psnr_y`.
+        target (`np.ndarray` or `torch.Tensor`):
+            The reference, same shape and convention as ``pred``.
+        quantize (`bool`, *optional*, defaults to `False`):
+            Whether to round the 0-255 values to integers (8-bit files) before scoring.
+        gaussian_weights (`bool`, *optional*, defaults to `False`):
+            Whether to use the 11x11 Gaussian window of Wang et al. instead of the 7x7 uniform one.
+
+    Returns:
+        `float`: the SSIM.
     """
     p, t = _pair(pred, target, quantize)
     return ssim(p, t, data_range=255.0, gaussian_weights=gaussian_weights)
