@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ def load(names=IMAGES, crop: int = 256) -> list[tuple[str, torch.Tensor]]:
     """``(name, (1, 1, H, W) float32 in [0, 1])``: Y channel of RGB images, centre crop of at most ``crop``."""
     import skimage.data
 
-    from idm_imaging.benchmark.run import _center_crop
+    from idm_imaging.benchmark.run import center_crop
     from idm_imaging.metrics import rgb_to_y
 
     out = []
@@ -40,7 +39,7 @@ def load(names=IMAGES, crop: int = 256) -> list[tuple[str, torch.Tensor]]:
         a = torch.from_numpy(np.asarray(getattr(skimage.data, name)()).astype(np.float32) / 255.0)
         if a.ndim == 3:
             a = rgb_to_y(a[..., :3]).float()
-        out.append((name, _center_crop(a[None, None], crop)))
+        out.append((name, center_crop(a[None, None], crop)))
     return out
 
 
@@ -48,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.1, 0.3, 0.5])
     ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--images", nargs="+", choices=IMAGES, default=list(IMAGES), metavar="NAME",
+                    help="a subset of the photographs (default: all %(default)s)")
     ap.add_argument("--model", default="cs", help="IDM model name or folder (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "public-images.json")
     ap.add_argument("--overwrite", action="store_true")
@@ -57,28 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     if a.crop < 32:
         ap.error(f"--crop: expected at least 32, got {a.crop}")
     from idm_imaging.benchmark.baselines import TVFista
-    from idm_imaging.benchmark.run import BenchmarkConfig, BlockCS_for, _atomic_write
-    from idm_imaging.metrics import psnr_y
+    from idm_imaging.benchmark.run import BenchmarkConfig, score_block_cs
+    from idm_imaging.io import atomic_write_text
     from idm_imaging.models import IDM
 
-    images = load(crop=a.crop)
+    images = load(a.images, crop=a.crop)
     model = IDM.from_pretrained(a.model).eval()
     methods = {"TV-FISTA": TVFista(iterations=BenchmarkConfig.tv_iterations), "IDM": model}
-    rows, per_image = [], []
-    for ratio in a.ratios:
-        scores = {m: [] for m in methods}
-        for name, x in images:
-            op = BlockCS_for(ratio, x)
-            y = op.A(x)
-            entry = {"image": name, "ratio": ratio}
-            for m, method in methods.items():
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    out = method(y, op)
-                entry[f"{m} s"] = round(time.perf_counter() - t0, 2)
-                entry[m] = round(float(psnr_y(out[0, 0], x[0, 0])), 3)  # as the benchmark scores
-                scores[m].append(entry[m])
-            per_image.append(entry)
+    rows, per_image = [], [{"image": name, "ratio": ratio} for ratio in a.ratios for name, _ in images]
+    for k, ratio in enumerate(a.ratios):
+        scores = {}
+        for m, method in methods.items():
+            scores[m], seconds = score_block_cs(method, images, ratio)
+            for i, (p, s) in enumerate(zip(scores[m], seconds)):
+                per_image[k * len(images) + i].update({m: round(p, 3), f"{m} s": round(s, 2)})
         row = {"ratio": ratio, **{m: round(float(np.mean(v)), 3) for m, v in scores.items()}}
         row["IDM - TV-FISTA"] = round(row["IDM"] - row["TV-FISTA"], 3)
         row["images where IDM wins"] = int(sum(i > t for i, t in zip(scores["IDM"], scores["TV-FISTA"])))
@@ -92,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               "images": [n for n, _ in images], "crop": a.crop, "torch": torch.__version__,
               "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads", "rows": rows,
               "per_image": per_image}
-    _atomic_write(a.out, (json.dumps(record, indent=2) + "\n").encode())
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(a.out, json.dumps(record, indent=2) + "\n")
     print(f"-> {a.out}")
     return 0
 

@@ -316,3 +316,27 @@ def test_results_record_the_datasets_folder_without_this_machines_absolute_path(
 
     assert _data_label(_REPO.parent / "data" / "sets") == "../data/sets"
     assert _data_label("/elsewhere/data") == "/elsewhere/data"
+
+
+def test_public_images_scores_scikit_image_photographs_and_keeps_an_existing_record(tmp_path, capsys):
+    """benchmarks/public_images.py: every bundled photograph scored at the ratio, the rows the means of the
+    per-image figures, the embedded model above TV-FISTA on average, and an existing record kept."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "public_images.py"
+    spec = importlib.util.spec_from_file_location("public_images", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "public.json"
+    names = ["camera", "coins", "moon", "text"]
+    assert mod.main(["--ratios", "0.3", "--crop", "96", "--images", *names, "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["images"] == names and [e["image"] for e in rec["per_image"]] == names
+    (row,) = rec["rows"]
+    for m in ("IDM", "TV-FISTA"):
+        assert row[m] == pytest.approx(np.mean([e[m] for e in rec["per_image"]]), abs=2e-3)
+    assert row["IDM - TV-FISTA"] > 0
+    with pytest.raises(SystemExit):
+        mod.main(["--ratios", "0.3", "--images", "moon", "--out", str(out)])
+    assert "--overwrite" in capsys.readouterr().err

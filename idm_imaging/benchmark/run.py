@@ -164,7 +164,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _center_crop(x: torch.Tensor, crop: int | None) -> torch.Tensor:
+def center_crop(x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    """The centre ``crop x crop`` of ``x`` (``(..., H, W)``; a side shorter than ``crop`` is kept whole)."""
     if crop is None:
         return x
     h, w = x.shape[-2:]
@@ -184,7 +185,7 @@ def _load_images(folder: Path, n: int | None, crop: int | None) -> list[tuple[st
             from idm_imaging.metrics import rgb_to_y
 
             img = rgb_to_y(img).float() if img.shape[0] == 3 or img.shape[-1] == 3 else img[0]
-        out.append((f.name, _center_crop(img.float()[None, None], crop)))
+        out.append((f.name, center_crop(img.float()[None, None], crop)))
     return out
 
 
@@ -199,7 +200,7 @@ def _load_mri_set(data_root: Path, set_name: str, n: int | None, crop: int | Non
         out = []
         for f in files[:n] if n is not None else files:
             a = torch.from_numpy(np.load(f, allow_pickle=False).astype(np.complex64))
-            out.append((f.name, _center_crop((a / a.abs().max())[None, None], crop)))
+            out.append((f.name, center_crop((a / a.abs().max())[None, None], crop)))
         return out
     raise ValueError(f"mri_sets: unknown set {set_name!r}; known: BrainImages_test, SIAT_lsq121-140")
 
@@ -614,6 +615,36 @@ def BlockCS_for(ratio: float, x: torch.Tensor):  # noqa: N802 (named after the o
     from idm_imaging.operators import BlockCS
 
     return BlockCS(ratio, block_size=32, permute=True, seed=0, img_size=tuple(x.shape[-2:]))
+
+
+def score_block_cs(method: Callable, images: list[tuple[str, torch.Tensor]],
+                   ratio: float) -> tuple[list[float], list[float]]:
+    """Score ``method`` under the benchmark's block-CS protocol at one ratio.
+
+    Args:
+        method (`Callable`):
+            ``method(y, operator)`` returning the image ``(1, 1, H, W)``; run under ``torch.no_grad``.
+        images (`list[tuple[str, torch.Tensor]]`):
+            ``(name, x)`` pairs, ``x`` of shape ``(1, 1, H, W)`` in [0, 1].
+        ratio (`float`):
+            Sampling ratio of :func:`BlockCS_for`.
+
+    Returns:
+        `tuple[list[float], list[float]]`: each image's PSNR (Y channel, 0-255, :func:`~idm_imaging.metrics.psnr_y`
+        of the real part) and its seconds.
+    """
+    from idm_imaging.metrics import psnr_y
+
+    scores, seconds = [], []
+    for _, x in images:
+        op = BlockCS_for(ratio, x)
+        y = op.A(x)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = method(y, op)
+        seconds.append(time.perf_counter() - t0)
+        scores.append(float(psnr_y(out[0, 0].real, x[0, 0])))
+    return scores, seconds
 
 
 _DEEPINV_MISSING = "deepinv is not installed (pip install 'idm-imaging[deepinv]')"

@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from idm_imaging.datasets import data_root
+from idm_imaging.io import atomic_write_text
 
 __all__ = ["GRIDS", "grid_search", "training_images", "main"]
 
@@ -104,8 +104,7 @@ def grid_search(factory: Callable, grid: dict, images: list, ratios: tuple,
 
     Returns ``{"results": [{"params", "psnr_by_ratio", "psnr", "seconds_per_image"}], "best": params}``.
     """
-    from idm_imaging.benchmark.run import BlockCS_for
-    from idm_imaging.metrics import psnr_y
+    from idm_imaging.benchmark.run import score_block_cs
 
     if not images:
         raise ValueError("images: no training images")
@@ -116,14 +115,8 @@ def grid_search(factory: Callable, grid: dict, images: list, ratios: tuple,
         method = factory(**params)
         by_ratio, secs = {}, []
         for ratio in ratios:
-            scores = []
-            for _, x in images:
-                op = BlockCS_for(ratio, x)
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    out = method(op.A(x), op)
-                secs.append(time.perf_counter() - t0)
-                scores.append(psnr_y(out[0, 0].real.clamp(0, 1), x[0, 0]))
+            scores, seconds = score_block_cs(method, images, ratio)
+            secs += seconds
             by_ratio[str(ratio)] = round(float(np.mean(scores)), 3)
         row = {"params": params, "psnr_by_ratio": by_ratio, "psnr": round(float(np.mean(list(by_ratio.values()))), 3),
                "seconds_per_image": round(float(np.mean(secs)), 3)}
@@ -179,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         "images": [n for n, _ in images], "training_set": "natural/train/Train400", "crop": a.crop,
         "ratios": a.ratios, "protocol": "block CS, block 32, permuted, seed 0; PSNR on the Y channel (0-255)",
         "versions": _versions(), "grid": grid, **res}
-    from idm_imaging.benchmark.run import _atomic_write
-
-    _atomic_write(out, (json.dumps(record, indent=2) + "\n").encode())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"best {res['best']} -> {out}")
     return 0
 
