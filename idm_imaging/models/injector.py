@@ -28,10 +28,13 @@ class StepContext:
     """What the injectors read at one sampling step; passed unchanged through the UNet's couplings.
 
     Args:
-        step: index of the sampling step (0 is ``t = T``); selects the injectors' per-step convs.
-        project: ``img -> A_dagger(A img)`` on the padded real-channel image ``(N, c, H, W)``; same shape out,
-            computed with autocast off in at least float32.
-        aty: the padded ``A_dagger(y)`` as real channels, ``(N, c, H, W)``, in the model's real dtype. ``N`` and
+        step (`int`):
+            Index of the sampling step (0 is ``t = T``); selects the injectors' per-step convs.
+        project (`Callable[[torch.Tensor], torch.Tensor]`):
+            ``img -> A_dagger(A img)`` on the padded real-channel image ``(N, c, H, W)``; same shape out, computed
+            with autocast off in at least float32.
+        aty (`torch.Tensor`):
+            The padded ``A_dagger(y)`` as real channels, ``(N, c, H, W)``, in the model's real dtype. ``N`` and
             ``c`` are the batch and image channels the UNet sees (``c = 2`` for complex images as real/imaginary
             channels, else 1).
     """
@@ -45,10 +48,14 @@ class Injector(nn.Module):
     """Per-step measurement injector for features with ``channels`` channels at pixel factor ``factor``.
 
     Args:
-        channels: feature channels ``C``.
-        factor: ratio between the (padded) image size and this feature map's size.
-        steps: number of sampling steps ``T`` (one conv pair per step).
-        image_channels: 1 for real images, 2 for complex ones (real/imaginary channels).
+        channels (`int`):
+            Feature channels ``C``.
+        factor (`int`):
+            Ratio ``f`` between the (padded) image size and this feature map's size.
+        steps (`int`):
+            Number of sampling steps ``T`` (one conv pair per step).
+        image_channels (`int`, *optional*, defaults to 1):
+            1 for real images, 2 for complex ones (real/imaginary channels).
 
     ``forward(h, ctx)``: ``h`` features ``(B, C, H/f, W/f)``, ``ctx`` a :class:`StepContext`; returns the shape of
     ``h``.

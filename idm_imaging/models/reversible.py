@@ -50,13 +50,17 @@ class Coupling(nn.Module):
     """Additive coupling ``y1 = (1 - v) F(x1, *sides, ctx) + v x2``, ``y2 = x1``.
 
     Args:
-        body: ``F``; an ``nn.Module`` (registered under this coupling) or a plain callable (not registered; needs
+        body (`nn.Module` or `Callable`):
+            ``F``; an ``nn.Module`` (registered under this coupling) or a plain callable (not registered; needs
             ``params``).
-        v: initial value of the learned mixing scalar (must stay away from 0 for a stable inverse).
-        n_sides: how many side tensors ``F`` takes (they are consumed in order from the sequence's ``sides``).
-        params: zero-argument callable returning the tensors requiring grad that ``F`` depends on, for a body
-            whose parameters are registered elsewhere (a backbone shared by several couplings); default: the
-            body's own parameters.
+        v (`float`, *optional*, defaults to 0.5):
+            Initial value of the learned mixing scalar (must stay away from 0 for a stable inverse).
+        n_sides (`int`, *optional*, defaults to 0):
+            How many side tensors ``F`` takes (they are consumed in order from the sequence's ``sides``).
+        params (`Callable`, *optional*):
+            Zero-argument callable returning the tensors requiring grad that ``F`` depends on, for a body whose
+            parameters are registered elsewhere (a backbone shared by several couplings); `None` takes the body's
+            own parameters.
 
     Shapes: ``x1``, ``x2`` any shape, equal; ``F(x1)`` has the shape of ``x1``. ``F`` is called as
     ``body(x1, *sides, ctx=ctx)``.

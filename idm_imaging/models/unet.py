@@ -320,12 +320,19 @@ class ReversibleUNet(nn.Module):
     """Noise estimator ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` built from a diffusers UNet.
 
     Args:
-        backbone_type: ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
-        backbone_config: the diffusers config dict of that class.
-        steps: number of sampling steps (per-step injector convs).
-        pixel_factor: factor between the (padded) image and the UNet input (pixel unshuffle ``r``).
-        image_channels: 1 (real) or 2 (complex as real/imag) -- the injectors' image channels.
-        unet: an existing diffusers UNet to take the modules from (its weights are used); else built.
+        backbone_type (`str`):
+            ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
+        backbone_config (`dict`):
+            The diffusers config dict of that class.
+        steps (`int`):
+            Number of sampling steps (per-step injector convs).
+        pixel_factor (`int`, *optional*, defaults to 1):
+            Factor between the (padded) image and the UNet input (pixel unshuffle ``r``).
+        image_channels (`int`, *optional*, defaults to 1):
+            The injectors' image channels: 1 (real) or 2 (complex as real/imaginary).
+        unet (`nn.Module`, *optional*):
+            An existing diffusers UNet to take the modules from (its weights are used); `None` builds one from
+            ``backbone_config``.
 
     ``forward(x, ctx)``: ``ctx`` is the :class:`~.injector.StepContext` the injectors read. ``H`` and ``W``
     must be divisible by :attr:`downsampling`. ``reversible`` switches couplings and checkpointing on/off.
