@@ -1,5 +1,6 @@
 """deepinv interop: our operators as deepinv physics and back, IDM as a deepinv ``Reconstructor``, deepinv's
-variational solvers and its diffusion sampler DiffPIR (on our diffusion prior) as benchmark peers. Needs the ``deepinv`` extra (``pip install idm-imaging[deepinv]``).
+variational solvers and its diffusion sampler DiffPIR (on our diffusion prior) as benchmark peers. Needs the
+``deepinv`` extra (``pip install idm-imaging[deepinv]``).
 
 Conventions. deepinv's ``MRI`` works on real tensors with the real and imaginary parts as 2 channels
 ``(B, 2, H, W)``; our :class:`~idm_imaging.operators.SingleCoilFourier` on complex ``(B, 1, H, W)``. Both use the
@@ -242,12 +243,15 @@ class DeepinvSolver(torch.nn.Module):
     records in ``benchmarks/results/tuning-deepinv-tv.json`` and ``tuning-deepinv-wavelet.json``.
 
     Args:
-        kind (`str`): ``"tv"`` or ``"wavelet"``.
-        lam (`float`, *optional*): regularisation weight ``lam > 0`` for images in ``[0, 1]``; defaults to the
-            tuned value (TV 0.001, wavelet 0.01).
-        iterations (`int`, defaults to 200): FISTA iterations.
-        inner (`int`, defaults to 5, tuned with ``lam``): primal-dual iterations per TV prox (``kind="tv"``
-            only).
+        kind (`str`):
+            ``"tv"`` or ``"wavelet"``.
+        lam (`float`, *optional*):
+            Regularisation weight ``lam > 0`` for images in ``[0, 1]``; `None` takes the tuned value
+            (:attr:`DEFAULT_LAM`: TV 0.001, wavelet 0.01).
+        iterations (`int`, *optional*, defaults to 200):
+            FISTA iterations.
+        inner (`int`, *optional*, defaults to 5):
+            Primal-dual iterations per TV prox (``kind="tv"`` only); tuned together with ``lam``.
     """
 
     KINDS = ("tv", "wavelet")
@@ -306,8 +310,8 @@ class PriorDenoiser(torch.nn.Module):
     deepinv's ``ScoreModelWrapper`` assumes a ``[-1, 1]`` model on its way out; this takes either range.
 
     Args:
-        prior (:class:`~idm_imaging.benchmark.baselines.DiffusionPrior`):
-            e.g. ``DiffusionPrior.load("prior-gray")``.
+        prior (`DiffusionPrior`):
+            A :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`, e.g. ``DiffusionPrior.load("prior-gray")``.
     """
 
     def __init__(self, prior: torch.nn.Module):
@@ -337,16 +341,23 @@ class DeepinvDiffPIR(torch.nn.Module):
     step on ``||A x - y||^2`` with weight ``rho_t = lambda_ sigma^2 / sigma_t^2`` and re-noises with mixing ``zeta``.
     ``sigma``: the data noise level DiffPIR assumes for noise-free data (deepinv's default 0.05; a noisy physics
     overrides it with its own). ``lambda_ = 1``, ``zeta = 0.5``: tuned on Train400 crops over lambda_ 1 / 7 / 30
-    and zeta 0.1 / 0.5 (deepinv's defaults 7 / 0.1 are 4.2 dB lower on block CS here;
-    ``benchmarks/results/tuning-deepinv-diffpir.json``, ``python -m idm_imaging.benchmark.tune deepinv-diffpir``).
+    and zeta 0.1 / 0.5 (deepinv's defaults are 7 / 0.1) by ``python -m idm_imaging.benchmark.tune deepinv-diffpir``;
+    records in ``benchmarks/results/tuning-deepinv-diffpir.json``.
     The sampler is random: ``seed`` fixes it.
 
     Args:
-        prior: a :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
-        steps (`int`, defaults to 100): DiffPIR iterations.
-        lambda_ (`float`, defaults to 1.0), zeta (`float`, defaults to 0.5), sigma (`float`, defaults to 0.05):
-            DiffPIR's parameters.
-        seed (`int`, defaults to 0): the sampler's seed.
+        prior (`DiffusionPrior`):
+            A :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
+        steps (`int`, *optional*, defaults to 100):
+            DiffPIR iterations (at least 2).
+        lambda_ (`float`, *optional*, defaults to 1.0):
+            DiffPIR's regularisation weight ``lambda_ > 0`` (``rho_t = lambda_ sigma^2 / sigma_t^2``).
+        zeta (`float`, *optional*, defaults to 0.5):
+            DiffPIR's re-noising mix, in [0, 1].
+        sigma (`float`, *optional*, defaults to 0.05):
+            Data noise level ``> 0`` assumed for noise-free data.
+        seed (`int`, *optional*, defaults to 0):
+            The sampler's seed.
     """
 
     name = "deepinv DiffPIR"
@@ -404,11 +415,19 @@ def deepinv_dps(prior, steps: int, weight: float = 1.0, seed: int = 0, zeta_per_
     on every step. ``zeta_per_step`` sets ``weight = zeta_per_step / c_t`` on each step: our step size exactly.
 
     Args:
-        prior: a :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
-        steps (`int`): sampling steps (denoiser evaluations).
-        weight (`float`, defaults to 1.0): deepinv's constant ``weight`` (its default); ignored with ``zeta_per_step``.
-        seed (`int`, defaults to 0): seeds the sampler's own generator (start and noise).
-        zeta_per_step (`float`, *optional*): our ``zeta``, applied on every step as above.
+        prior (`DiffusionPrior`):
+            A :class:`~idm_imaging.benchmark.baselines.DiffusionPrior`.
+        steps (`int`):
+            Sampling steps (denoiser evaluations), at least 1.
+        weight (`float`, *optional*, defaults to 1.0):
+            The constant ``weight`` of deepinv's DPS (its default); ignored with ``zeta_per_step``.
+        seed (`int`, *optional*, defaults to 0):
+            Seeds the sampler's own generator (start and noise).
+        zeta_per_step (`float`, *optional*):
+            Our ``zeta``, applied on every step as above.
+
+    Returns:
+        `deepinv.sampling.DPS`: the sampler.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
