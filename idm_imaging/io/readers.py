@@ -39,24 +39,28 @@ def read_scan(path: os.PathLike | str, *, kspace: bool = False, key: str | None 
     """Read a scan file (or a DICOM series folder) as a float tensor plus metadata.
 
     Args:
-        path: PNG/TIFF/JPEG, NIfTI (.nii, .nii.gz; 2-D or 3-D), DICOM file or series folder, .npy (real or complex),
-            .mat (v5 via scipy, v7.3 via h5py), or fastMRI single-coil .h5. The format comes from the suffix, else
-            from the file's first bytes.
-        kspace: fastMRI .h5 only: also return ``meta["kspace"]`` (complex64 ``(D, H, W)``, or ``(D, C, H, W)``
-            for multi-coil files) and ``meta["mask"]`` (bool, as stored) when the file holds one.
-        key: .mat / .h5 only: the variable (dataset) to read. Default: the largest numeric array for .mat;
+        path (`str` or `os.PathLike`):
+            PNG/TIFF/JPEG, NIfTI (.nii, .nii.gz; 2-D or 3-D), DICOM file or series folder, .npy (real or
+            complex), .mat (v5 via scipy, v7.3 via h5py), or fastMRI single-coil .h5. The format comes from the
+            suffix, else from the file's first bytes.
+        kspace (`bool`, *optional*, defaults to `False`):
+            fastMRI .h5 only: whether to also return ``meta["kspace"]`` (complex64 ``(D, H, W)``, or
+            ``(D, C, H, W)`` for multi-coil files) and ``meta["mask"]`` (bool, as stored) when the file holds one.
+        key (`str`, *optional*):
+            .mat / .h5 only: the variable (dataset) to read. `None` takes the largest numeric array for .mat;
             ``reconstruction_esc``, then ``reconstruction_rss``, then ``reconstruction`` for .h5 (a file with only
             k-space gives its zero-filled complex image, orthonormal centred inverse FFT).
-        max_bytes: refuse a file whose image (or any array read) declares more bytes than this, before reading
-            it. Default: ``$IDM_IMAGING_MAX_SCAN_BYTES`` (a number of bytes, or 500M, 8G ...), else 2 GiB.
+        max_bytes (`int`, *optional*):
+            Refuse a file whose image (or any array read) declares more bytes than this, before reading it.
+            `None` takes ``$IDM_IMAGING_MAX_SCAN_BYTES`` (a number of bytes, or 500M, 8G ...), else 2 GiB.
 
     Returns:
-        ``(tensor, meta)``: tensor float32 or complex64, ``(H, W)`` or ``(D, H, W)``; meta a dict with at least
-        ``path``, ``format`` (png/tiff/jpeg/nifti/dicom/dicom-series/npy/mat/fastmri-h5), ``affine`` (4x4 float64,
-        RAS), ``spacing`` (tuple, tensor axis order), ``is_complex`` and ``dtype`` (the stored dtype); plus
-        ``value_scale`` (raster), ``files`` (DICOM series, sorted), ``key`` (.mat), ``image_key``/``attrs``
-        (.h5), ``datasets`` (.h5: name -> shape of every root dataset), ``kspace``/``mask`` (.h5 with
-        ``kspace=True``).
+        `tuple[torch.Tensor, dict]`: ``(tensor, meta)``; tensor float32 or complex64, ``(H, W)`` or
+        ``(D, H, W)``; meta a dict with at least ``path``, ``format``
+        (png/tiff/jpeg/nifti/dicom/dicom-series/npy/mat/fastmri-h5), ``affine`` (4x4 float64, RAS), ``spacing``
+        (tuple, tensor axis order), ``is_complex`` and ``dtype`` (the stored dtype); plus ``value_scale``
+        (raster), ``files`` (DICOM series, sorted), ``key`` (.mat), ``image_key``/``attrs`` (.h5), ``datasets``
+        (.h5: name -> shape of every root dataset), ``kspace``/``mask`` (.h5 with ``kspace=True``).
 
     Raises:
         ScanReadError: missing, unreadable, truncated, crafted or unknown-format file, or an array that is not

@@ -41,14 +41,18 @@ def write_scan(tensor: torch.Tensor | np.ndarray, path: os.PathLike | str, meta:
     existing ``path`` is never replaced (FileExistsError).
 
     Args:
-        tensor: torch tensor or numpy array, real or complex, ``(H, W)`` or ``(D, H, W)``, finite.
-        path: destination file; its folder must exist.
-        meta: optional dict (e.g. the one from :func:`read_scan`): ``affine``, ``spacing``, ``key``,
+        tensor (`torch.Tensor` or `np.ndarray`):
+            Real or complex ``(H, W)`` image or ``(D, H, W)`` volume, finite.
+        path (`str` or `os.PathLike`):
+            Destination file; its folder must exist.
+        meta (`Mapping`, *optional*):
+            Metadata (e.g. the dict from :func:`read_scan`); read: ``affine``, ``spacing``, ``key``,
             ``value_scale``.
-        overwrite: replace an existing file (default) or raise FileExistsError.
+        overwrite (`bool`, *optional*, defaults to `True`):
+            Whether to replace an existing file; `False` raises FileExistsError instead.
 
     Returns:
-        The written path.
+        `Path`: the written path.
 
     Example::
 
