@@ -191,14 +191,14 @@ class FinetuneConfig:
 
     ``prior``: a diffusers UNet folder (``save_pretrained`` output, e.g. the prior stage's ``model/``, or the
     embedded ``"prior-gray"``) given to ``IDM.from_diffusers``. ``init`` instead: an IDM to continue from (an
-    embedded name such as ``"mri"`` or an alias such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to fine-tune a shipped model on
-    your own data or to continue a run on another day; its task and T must match this section. Give exactly one of the
-    two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed)``; ``task = "mri"``:
-    ``SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``. With
+    embedded name such as ``"mri"`` or an alias such as ``"mri-4x"`` or an ``IDM.save_pretrained`` folder), to
+    fine-tune a shipped model on your own data or to continue a run on another day; its task and T must match this
+    section. Give exactly one of the two. ``task = "cs"``: ``BlockCS(ratio, block_size, permute, seed)``;
+    ``task = "mri"``: ``SingleCoilFourier(make_mask("random", (P, P), acceleration, center_fraction, seed))``. With
     ``fresh_operator_per_step`` (the default) each step draws its own seed, so that the model works with any
     matrix / mask of its ratio / acceleration; otherwise every step uses ``operator_seed`` (one fixed matrix, as
-    in the paper; such a model loses 1 to 8 dB on Set11 with other seeds). ``fresh_mask_per_step``
-    is the former name of ``fresh_operator_per_step`` and still accepted.
+    in the paper; such a model is fitted to that one matrix / mask and does worse with other seeds).
+    ``fresh_mask_per_step`` is the former name of ``fresh_operator_per_step`` and still accepted.
     """
 
     prior: str = ""
@@ -386,8 +386,12 @@ def load_config(source: str | os.PathLike | dict | RunConfig) -> RunConfig:
     """Read and validate a run config.
 
     Args:
-        source: a path to a ``.toml`` (or ``.json``, e.g. a saved ``train_config.json``) file, a dict with the
-            same structure, or a ``RunConfig`` (validated and returned).
+        source (`str`, `os.PathLike`, `dict` or `RunConfig`):
+            A path to a ``.toml`` (or ``.json``, e.g. a saved ``train_config.json``) file, a dict with the same
+            structure, or a ``RunConfig`` (validated and returned).
+
+    Returns:
+        `RunConfig`: the validated config.
 
     Raises:
         ValueError: unknown key, wrong type or bad value; the message names the key (``"train.lr"``).

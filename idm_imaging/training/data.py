@@ -143,11 +143,16 @@ class PatchDataset(Dataset):
     """Random ``(1, P, P)`` patches from every 2-D slice of the matched files (see the module docstring).
 
     Args:
-        patterns: glob patterns or folders.
-        patch_size: P.
-        seed: base seed; sample ``(index, epoch)`` uses ``default_rng((seed, epoch, index))``.
-        augment: apply one of the 8 flips/rotations.
-        complex_mode: "magnitude" (float32 output) or "complex" (complex64 output).
+        patterns (`list[str]`):
+            Glob patterns or folders.
+        patch_size (`int`):
+            Patch side ``P`` (>= 1).
+        seed (`int`, *optional*, defaults to 0):
+            Base seed; sample ``(index, epoch)`` uses ``default_rng((seed, epoch, index))``.
+        augment (`bool`, *optional*, defaults to `True`):
+            Whether to apply one of the 8 flips/rotations.
+        complex_mode (`str`, *optional*, defaults to `"magnitude"`):
+            ``"magnitude"`` (float32 output) or ``"complex"`` (complex64 output).
     """
 
     def __init__(self, patterns: list[str], patch_size: int, seed: int = 0, augment: bool = True,

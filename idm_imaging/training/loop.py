@@ -182,8 +182,14 @@ def train(config, resume: bool = False) -> Path:
     """Run (or resume) the training run a config describes; return its output folder.
 
     Args:
-        config: path to a TOML/JSON config, a dict, or a ``RunConfig`` (see ``idm_imaging.training.config``).
-        resume: continue from ``<output_dir>/checkpoints/latest`` (a fresh start when there is none).
+        config (`str`, `os.PathLike`, `dict` or `RunConfig`):
+            Path to a TOML/JSON config, a dict, or a ``RunConfig`` (see
+            :func:`~idm_imaging.training.config.load_config`).
+        resume (`bool`, *optional*, defaults to `False`):
+            Whether to continue from ``<output_dir>/checkpoints/latest`` (a fresh start when there is none).
+
+    Returns:
+        `Path`: the run's output folder.
 
     Under torchrun (``WORLD_SIZE > 1``) every process calls this; the process group is created from the
     environment (NCCL on CUDA, gloo on CPU) and destroyed at the end.
