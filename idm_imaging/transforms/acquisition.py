@@ -271,13 +271,18 @@ class BlockCSAcquisition(_Acquisition):
     rows, optional global pixel permutation, zero padding to a multiple of B, cropped back on ``A^+``).
 
     Args:
-        ratio: sampling ratio in (0, 1].
-        block_size: block side B (>= 2).
-        permute: apply the global random pixel permutation (the IDM reference protocol).
-        seed: operator seed. None: drawn from the transform's RandomState on every call (a new operator
-            per image; ``set_random_state`` makes the sequence reproducible). An int: the same operator always.
-        sigma: std of additive Gaussian measurement noise (>= 0). Its seed is always drawn from the
-            RandomState and stored in the record, so a fixed operator still gets fresh noise per image.
+        ratio (`float`):
+            Sampling ratio in (0, 1].
+        block_size (`int`, *optional*, defaults to 32):
+            Block side B (>= 2).
+        permute (`bool`, *optional*, defaults to `True`):
+            Whether to apply the global random pixel permutation (the IDM reference protocol).
+        seed (`int`, *optional*):
+            Operator seed. `None`: drawn from the transform's RandomState on every call (a new operator per
+            image; ``set_random_state`` makes the sequence reproducible). An int: the same operator always.
+        sigma (`float`, *optional*, defaults to 0.0):
+            Std of additive Gaussian measurement noise (>= 0). Its seed is always drawn from the RandomState and
+            stored in the record, so a fixed operator still gets fresh noise per image.
 
     Input: ``img`` real ``(C, H, W)`` or ``(C, H, W, D)`` (tensor, MetaTensor or ndarray), typically in [0, 1];
     integer dtypes are converted to float32. Output (:class:`AcquisitionResult`):
@@ -323,13 +328,20 @@ class KspaceUndersample(_Acquisition):
     "gaussian2d", "poisson", "radial", "spiral".
 
     Args:
-        mask_kind: one of the kinds above.
-        acceleration: undersampling factor (> 1).
-        center_fraction: fully sampled centre fraction (None: the mask kind's default).
-        seed: mask seed (None: drawn from the RandomState per call; int: fixed mask).
-        sigma: std of complex Gaussian noise on the sampled k-space entries.
-        return_complex: zero-filled image as complex (True) or as its magnitude (False, default: what
-            magnitude-image pipelines, metrics and ``SaveImaged`` expect).
+        mask_kind (`str`, *optional*, defaults to `"random"`):
+            One of the kinds above.
+        acceleration (`float`, *optional*, defaults to 4):
+            Undersampling factor (> 1).
+        center_fraction (`float`, *optional*):
+            Fully sampled centre fraction; `None` takes the mask kind's default.
+        seed (`int`, *optional*):
+            Mask seed; `None` draws one from the RandomState per call, an int fixes the mask.
+        sigma (`float`, *optional*, defaults to 0.0):
+            Std of complex Gaussian noise on the sampled k-space entries.
+        return_complex (`bool`, *optional*, defaults to `False`):
+            Whether to return the zero-filled image as complex; `False` returns its magnitude (what
+            magnitude-image pipelines, metrics and ``SaveImaged`` expect), or its real part for a real image with
+            negative values (e.g. CT in HU), which keeps its sign.
 
     Input: ``img`` real or complex ``(C, H, W)`` or ``(C, H, W, D)``. Output (:class:`AcquisitionResult`):
     measurement complex k-space ``(C, H, W[, D])`` (zero off the mask); pinv the zero-filled image
