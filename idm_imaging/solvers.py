@@ -37,8 +37,8 @@ def measured_mean_shift(x: torch.Tensor, y: torch.Tensor, operator: Any) -> torc
             The estimate, real or complex ``(B, 1, H, W)``.
         y (`torch.Tensor`):
             Its measurements ``(B, ...)`` as ``operator.A`` gives them.
-        operator (`LinearOperator` or any object with ``A`` and ``A_dagger``):
-            The acquisition.
+        operator (`LinearOperator`):
+            The acquisition; any object with ``A`` and ``A_dagger`` works.
 
     Returns:
         `torch.Tensor` of the shape and dtype of ``x``: the shifted estimate.
@@ -113,9 +113,9 @@ def tv_fista(y: torch.Tensor, operator: Any, lam: float = 0.001, iterations: int
     Args:
         y (`torch.Tensor`):
             Measurements ``(B, ...)`` of ``operator``.
-        operator (`LinearOperator` or any object with the same methods):
-            The acquisition: ``A``, ``A_adjoint``, ``is_complex`` and, if present, ``A_dagger`` (the start
-            ``A^+ y``; ``A_adjoint`` otherwise).
+        operator (`LinearOperator`):
+            The acquisition; any object with ``A``, ``A_adjoint``, ``is_complex`` and, if present, ``A_dagger``
+            (the start ``A^+ y``; ``A_adjoint`` otherwise) works.
         lam (`float`, *optional*, defaults to 0.001):
             TV weight (images in [0, 1]).
         iterations (`int`, *optional*, defaults to 200):

@@ -32,7 +32,7 @@ class Dihedral(LinearOperator):
     """``operator`` composed with the inverse of a flip and rotation of the image (see the module docstring).
 
     Args:
-        operator (`LinearOperator` or any object with the same methods):
+        operator (`LinearOperator`):
             Any operator with ``A``, ``A_adjoint`` and ``A_dagger`` on ``(B, C, H, W)`` images.
         flip (`bool`, *optional*, defaults to `False`):
             Whether to flip the image left-right first.
