@@ -111,11 +111,18 @@ def bf16_is_fast(device: str | torch.device | None = None) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
-    """The precision to run: ``precision`` ("fp32" or "bf16"), except "bf16" where :func:`bf16_is_fast` says no,
-    which runs in "fp32" with a ``UserWarning`` (bf16 would be slower there, and no more accurate)."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+def resolve_precision(precision: str, device: str | torch.device | None = None, model: Any = None) -> str:
+    """The precision to run ``model`` in on ``device``: ``"fp32"`` or ``"bf16"``.
+
+    ``"auto"`` is ``"bf16"`` where :func:`bf16_is_fast` and the model says that autocast is safe for it (an
+    attribute ``bf16_autocast_safe = True``: :class:`~idm_imaging.models.IDM`, whose data-consistency steps run in
+    float32 inside autocast), else ``"fp32"``. ``"bf16"`` where bf16 is not fast runs in ``"fp32"`` with a
+    ``UserWarning`` (bf16 would be slower there, and no more accurate).
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision == "auto":
+        return "bf16" if getattr(model, "bf16_autocast_safe", False) is True and bf16_is_fast(device) else "fp32"
     if precision == "bf16" and not bf16_is_fast(device):
         warnings.warn(f"precision: bf16 has no native support on {resolve_device(device)} here and would be slower "
                       "than fp32; running in fp32", UserWarning, stacklevel=2)
@@ -194,10 +201,11 @@ class ReconstructionOptions:
             Noise seed of slice 0 (slice i uses ``seed + i``).
         name (`str`, *optional*, defaults to `"volume"`):
             What error messages call the volume.
-        precision (`str`, *optional*, defaults to `"fp32"`):
-            ``"fp32"`` or ``"bf16"``: the model's UNet under bfloat16 autocast (the measurement projection stays
-            float32). Faster on CPUs with AVX512-BF16/AMX and on GPUs (``benchmarks/cpu_bench.py --amp bf16``);
-            elsewhere it runs in fp32 with a warning (:func:`resolve_precision`); ``info`` records what ran.
+        precision (`str`, *optional*, defaults to `"auto"`):
+            ``"auto"``, ``"fp32"`` or ``"bf16"``: bf16 runs the model under bfloat16 autocast (an IDM keeps its
+            measurement projection in float32), faster on CPUs with AVX512-BF16/AMX and on GPUs
+            (``benchmarks/cpu_bench.py``); ``"auto"`` picks it for an IDM where it is faster
+            (:func:`resolve_precision`); ``info`` records what ran.
 
     Example:
         >>> ReconstructionOptions(batch_size=8, sigma=0.01).seed
@@ -210,7 +218,7 @@ class ReconstructionOptions:
     sigma: float = 0.0
     seed: int = 0
     name: str = "volume"
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def __post_init__(self):
         b, s = self.batch_size, self.sigma
@@ -218,8 +226,8 @@ class ReconstructionOptions:
             raise ValueError(f"batch_size: expected an int >= 1, got {b!r}")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
             raise ValueError(f"sigma: expected a finite number >= 0, got {s!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
 
 def iter_reconstruct_volume(
@@ -259,7 +267,7 @@ def iter_reconstruct_volume(
     if not callable(operator_factory):
         raise TypeError(f"operator_factory: expected a callable (H, W) -> operator, got {type(operator_factory).__name__}")
     dev = resolve_device(o.device)
-    precision = resolve_precision(o.precision, dev) if model is not None else o.precision
+    precision = resolve_precision(o.precision, dev, model) if model is not None else o.precision
     x, squeeze = _as_stack(volume, o.name)
     op, x = _operator_for(operator_factory, x, o.measured)
     op = op.to(dev)

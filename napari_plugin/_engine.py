@@ -267,9 +267,9 @@ class Job:
             Torch device string ("auto", "cpu", "cuda:0", "mps").
         batch_size (`int`, defaults to 4):
             Slices per forward pass (an int >= 1, checked by ``idm_imaging.inference.iter_reconstruct_volume``).
-        precision (`str`, defaults to `"fp32"`):
-            "fp32" or "bf16" (the model under bfloat16 autocast; fp32 where the device has no native bf16, see
-            ``idm_imaging.inference.resolve_precision``).
+        precision (`str`, defaults to `"auto"`):
+            "auto", "fp32" or "bf16" (the model under bfloat16 autocast; "auto" picks bf16 where the device has
+            native bf16, see ``idm_imaging.inference.resolve_precision``).
     """
 
     acquisition: Acquisition
@@ -279,7 +279,7 @@ class Job:
     mask: np.ndarray | None = None
     device: str = "cpu"
     batch_size: int = 4
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.measured:

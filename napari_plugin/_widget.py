@@ -208,15 +208,14 @@ class IDMReconstructionWidget(Container):
         self.checkpoint.visible = self.model.value == CHECKPOINT
 
     def _update_bf16(self, _event=None):
-        """bf16 is offered only where it is faster (native support on the device): elsewhere it is slower."""
+        """bf16 is offered, and on, where it is faster (native support on the device): elsewhere it is slower."""
         from idm_imaging.inference import bf16_is_fast
 
         try:
             fast = bf16_is_fast(self.device.value)
         except ValueError:
             fast = False
-        if not fast:
-            self.bf16.value = False
+        self.bf16.value = fast
         self.bf16.enabled = fast
         self.bf16.text = "bf16 (faster here)" if fast else "bf16 (no native support on this device)"
         self.bf16.tooltip = ("run the model under bfloat16 autocast" if fast else

@@ -69,6 +69,16 @@ def test_bf16_only_where_native(monkeypatch, caps, fast):
     assert resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", "cpu")
+    # the default, "auto": bf16 exactly where it is native, for a model that declares autocast safe (IDM), and
+    # without a warning; any other callable runs in fp32
+    for safe in (True, False):
+        probe = _Probe()
+        probe.bf16_autocast_safe = safe
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            res = reconstruct_volume(torch.rand(16, 16), lambda hw: SingleCoilFourier.from_mask_params(
+                "random", hw, 2, seed=0), probe)
+        assert probe.autocast == [fast and safe] and res.info["precision"] == ("bf16" if fast and safe else "fp32")
 
 
 def test_bf16_is_fast_here_matches_the_cpu_flags():

@@ -87,7 +87,7 @@ def test_kspace_volume_through_sliceinferer_matches_idmreconstructd(volumes):
     model = _tiny_idm("mri")
     pre = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), ScaleIntensityd("image"),
                    KspaceUndersampled("image", mask_kind="random", acceleration=4, seed=1, return_complex=True),
-                   IDMReconstructd("image", model, batch_size=4)])
+                   IDMReconstructd("image", model, batch_size=4, precision="fp32")])  # as the SliceInferer route
     ds = CacheDataset(volumes[:1], transform=pre, cache_rate=1.0, num_workers=0, progress=False)
     item = ds[0]
     zf = item["image_pinv"].as_tensor()  # complex (1, H, W, D)

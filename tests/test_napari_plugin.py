@@ -456,7 +456,7 @@ def test_widget_offers_bf16_only_where_native(make_napari_viewer, monkeypatch):
     assert not w.bf16.enabled and not w.bf16.value and "faster" not in w.bf16.text
     monkeypatch.setattr(inference, "_cpu_capabilities", lambda: {"amx_bf16": True})
     w._update_bf16()
-    assert w.bf16.enabled and "faster" in w.bf16.text
+    assert w.bf16.enabled and w.bf16.value and "faster" in w.bf16.text  # on by default where it is faster
 
 
 def test_display_affine_shows_nifti_upright_like_dicom():

@@ -38,9 +38,9 @@ def add_parser(sub) -> None:
                         "--ratio when not given (idm-imaging models list)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=4, help="slices per model call (default: %(default)s)")
-    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: the model under bfloat16 autocast, ~1.8x faster on AVX512-BF16 CPUs and GPUs "
-                        "(default: %(default)s)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: the model under bfloat16 autocast, ~1.7x faster on AVX512-BF16 / AMX CPUs and GPUs; "
+                        "auto: bf16 where the device has native bf16, else fp32 (default: %(default)s)")
     g.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
                    help="average this many reconstructions of the flipped / rotated problem (each costs one "
                         "reconstruction; the model card gives the gain; default: the model's own setting)")

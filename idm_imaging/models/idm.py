@@ -277,6 +277,8 @@ class IDM(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"
+    #: autocast (bf16) may wrap a call: the data-consistency steps and the TV start run in float32 inside it
+    bf16_autocast_safe = True
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):

@@ -52,8 +52,9 @@ class IDMReconstruct(Transform):
             The result comes back on the measurement's device.
         batch_size: slices (times channels) per model call, >= 1.
         return_complex: keep a complex reconstruction complex (True) or return its magnitude (False).
-        precision: ``"fp32"`` or ``"bf16"`` (the model under bfloat16 autocast; fp32 with a warning where bf16
-            has no native support, :func:`idm_imaging.inference.resolve_precision`).
+        precision: ``"auto"`` (bf16 for an IDM where the device has native bf16, else fp32), ``"fp32"`` or
+            ``"bf16"`` (the model under bfloat16 autocast; fp32 with a warning where bf16 has no native support),
+            see :func:`idm_imaging.inference.resolve_precision`.
 
     Intensities: a model sees the measurement of ``(x - offset) / scale`` with the record's ``intensity`` entry
     (written by the acquisition transforms: the command line's normalisation) and its output is mapped back to
@@ -84,7 +85,7 @@ class IDMReconstruct(Transform):
         device: str | torch.device | None = None,
         batch_size: int = 8,
         return_complex: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         if isinstance(model, str) and model != "pinv":
             raise ValueError(f"model: expected a callable, None or 'pinv', got {model!r}")
@@ -118,7 +119,7 @@ class IDMReconstruct(Transform):
         n, c = yb.shape[:2]
         yb = yb.reshape(n * c, 1, *yb.shape[2:])  # one channel of one slice per batch entry
         op = op.to(device)
-        precision = "fp32" if self.model is None else resolve_precision(self.options.precision, device)
+        precision = "fp32" if self.model is None else resolve_precision(self.options.precision, device, self.model)
         offset, scale, real_out, shift = 0.0, 1.0, False, None
         if self.model is not None:
             with torch.no_grad():
@@ -202,7 +203,7 @@ class IDMReconstructd(MapTransform):
         device: str | torch.device | None = None,
         batch_size: int = 8,
         return_complex: bool = False,
-        precision: str = "fp32",
+        precision: str = "auto",
         meas_postfix: str = "_meas",
         acq_postfix: str = "_acq",
         ref_postfix: str = "_pinv",
