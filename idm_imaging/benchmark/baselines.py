@@ -117,7 +117,12 @@ class TVFista(nn.Module):
     inner Chambolle iterations.
 
     Args:
-        lam: TV weight; iterations: outer FISTA iterations; inner: Chambolle iterations per prox.
+        lam (`float`, *optional*, defaults to 0.001):
+            TV weight (images in [0, 1]).
+        iterations (`int`, *optional*, defaults to 200):
+            Outer FISTA iterations.
+        inner (`int`, *optional*, defaults to 10):
+            Chambolle iterations per prox.
 
     Example::
 
@@ -163,9 +168,17 @@ class PnPBM3D(nn.Module):
     test sets) by :mod:`idm_imaging.benchmark.tune`; the tuned values are in ``benchmarks/results/tuning-*.json``.
 
     Args:
-        sigma_start, sigma_end: denoiser noise levels (images in [0, 1]); iterations: outer iterations;
-        profile: BM3D profile (``"np"``: the package's default); stage: ``"hard"`` (hard thresholding only) or
-            ``"all"`` (then Wiener filtering too, the full BM3D, about 2x slower).
+        sigma_start (`float`, *optional*, defaults to 0.1):
+            Denoiser noise level of the first iteration (images in [0, 1]).
+        sigma_end (`float`, *optional*, defaults to 0.005):
+            Denoiser noise level of the last iteration (geometric in between).
+        iterations (`int`, *optional*, defaults to 15):
+            Outer iterations.
+        profile (`str`, *optional*, defaults to `"np"`):
+            BM3D profile (``"np"``: the package's default).
+        stage (`str`, *optional*, defaults to `"hard"`):
+            ``"hard"`` (hard thresholding only) or ``"all"`` (then Wiener filtering too, the full BM3D, about 2x
+            slower).
 
     Example::
 
@@ -240,10 +253,15 @@ class DiffusionPrior(nn.Module):
     ``(B, 1, cross_attention_dim)`` (unconditional, as in pre-training).
 
     Args:
-        unet: a diffusers ``UNet2DConditionModel`` or ``UNet2DModel``.
-        scheduler_config: DDPM schedule kwargs (``num_train_timesteps``, ``beta_start``, ``beta_end``,
-            ``beta_schedule``, ``steps_offset``); default: linear 1e-4..0.02 over 1000 steps.
-        signed_range: the prior was trained on ``2 x - 1`` (True, the DDPM convention) or on ``x``.
+        unet (`torch.nn.Module`):
+            A diffusers ``UNet2DConditionModel`` or ``UNet2DModel``.
+        scheduler_config (`dict`, *optional*):
+            DDPM schedule kwargs (``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule``,
+            ``steps_offset``); default: linear 1e-4..0.02 over 1000 steps.
+        signed_range (`bool`, *optional*, defaults to `True`):
+            The prior was trained on ``2 x - 1`` (True, the DDPM convention) or on ``x``.
+        name (`str`, *optional*, defaults to `"prior"`):
+            The prior's name in results.
 
     Example::
 
@@ -402,8 +420,14 @@ class DDNM(_PriorSampler):
     operator the projection keeps the real part (real prior, real targets).
 
     Args:
-        prior: :class:`DiffusionPrior`; steps: DDIM steps; eta: stochasticity; seed: start/noise seed (CPU
-            generator, so the same on any device).
+        prior (`DiffusionPrior`):
+            The pretrained prior.
+        steps (`int`, *optional*, defaults to 100):
+            DDIM steps.
+        eta (`float`, *optional*, defaults to 0.85):
+            DDIM stochasticity.
+        seed (`int`, *optional*, defaults to 0):
+            Start / noise seed (a CPU generator, so the same on any device).
 
     Example::
 
@@ -456,7 +480,14 @@ class DPS(_PriorSampler):
     ``x0``.
 
     Args:
-        prior: :class:`DiffusionPrior`; steps; zeta: step size; seed.
+        prior (`DiffusionPrior`):
+            The pretrained prior.
+        steps (`int`, *optional*, defaults to 100):
+            Sampling steps.
+        zeta (`float`, *optional*, defaults to 3.0):
+            Likelihood step size.
+        seed (`int`, *optional*, defaults to 0):
+            Start / noise seed.
 
     Example::
 
@@ -570,10 +601,35 @@ def train_varnet(model: VarNet, train: list[str], acceleration: float, *, time_b
     seed=step)``. Stops at ``time_budget_s`` seconds (wall clock) or ``max_steps``.
 
     Args:
-        enabled: False skips training (returns ``{"steps": 0, ...}``): the flag the benchmark passes.
+        model (`VarNet`):
+            The network to train, in place.
+        train (`list[str]`):
+            Glob patterns of the training files (``.npy`` complex slices or images).
+        acceleration (`float`):
+            Acceleration of the training masks.
+        time_budget_s (`float`):
+            Wall-clock seconds of training (>= 0).
+        enabled (`bool`, *optional*, defaults to `True`):
+            False skips training (returns ``{"steps": 0, ...}``): the flag the benchmark passes.
+        max_steps (`int`, *optional*):
+            A step limit besides the time budget.
+        patch_size (`int`, *optional*, defaults to 128):
+            Side of the square training patches.
+        batch_size (`int`, *optional*, defaults to 4):
+            Patches per step.
+        lr (`float`, *optional*, defaults to 1e-3):
+            Adam learning rate.
+        center_fraction (`float`, *optional*):
+            Fully sampled centre fraction of the masks (default: ``make_mask``'s for the acceleration).
+        device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            Where to train.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the patches and masks.
+        log (`Callable[[str], None]`, *optional*):
+            Progress printer.
 
     Returns:
-        ``{"steps", "seconds", "first_loss", "last_loss", "time_budget_s", ...}``.
+        `dict`: ``{"steps", "seconds", "first_loss", "last_loss", "time_budget_s", ...}``.
     """
     from idm_imaging.operators import SingleCoilFourier, make_mask
     from idm_imaging.training.data import PatchDataset

@@ -395,19 +395,27 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "benchmarks/results", 
     ``benchmark-quick`` or ``benchmark-partial``).
 
     Args:
-        quick: the CPU subset (3 Set11 images at 10%, 3 brain images at 4x, whole 256x256 images, 20 DDNM/DPS
-            steps, 30 s of VarNet training) instead of the full table.
-        out_dir: folder of the results files.
-        device: torch device string ("cpu", "cuda", "cuda:0").
-        datasets_dir: the datasets folder (default: :func:`idm_imaging.data_root`, i.e. ``$IDM_IMAGING_DATA`` or
+        quick (`bool`, *optional*, defaults to `False`):
+            The CPU subset (3 Set11 images at 10%, 3 brain images at 4x, whole 256x256 images, 20 DDNM/DPS steps,
+            30 s of VarNet training) instead of the full table.
+        out_dir (`str` or `os.PathLike`, *optional*, defaults to `"benchmarks/results"`):
+            Folder of the results files.
+        device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            Torch device ("cpu", "cuda", "cuda:0").
+        datasets_dir (`str` or `os.PathLike`, *optional*):
+            The datasets folder (default: :func:`idm_imaging.data_root`, i.e. ``$IDM_IMAGING_DATA`` or
             ``../shared/datasets`` next to the repository); sets that are missing are recorded as skipped.
-        docs_dir: folder of the Markdown table and figure (default ``<repo>/docs``).
-        log: progress printer (None: silent).
-        command: the command line quoted in the Markdown (default: this call, as Python).
-        settings: overrides of :class:`BenchmarkConfig` fields.
+        docs_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the Markdown table and figure (default ``<repo>/docs``).
+        log (`Callable[[str], None]`, *optional*, defaults to `print`):
+            Progress printer (None: silent).
+        command (`str`, *optional*):
+            The command line quoted in the Markdown (default: this call, as Python).
+        settings:
+            Overrides of :class:`BenchmarkConfig` fields.
 
     Returns:
-        The results dict (also written as JSON): ``meta``, ``settings``, ``methods``, ``rows``, ``skipped``.
+        `dict`: the results (also written as JSON): ``meta``, ``settings``, ``methods``, ``rows``, ``skipped``.
     """
     dev = _check_arguments(quick, out_dir, device)
     cfg = BenchmarkConfig.for_mode(quick, **settings)

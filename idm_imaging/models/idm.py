@@ -112,17 +112,24 @@ class RunContext:
     """What every sampling step of one call reads (built by ``IDM._prepare``; handed to the steps unchanged).
 
     Args:
-        y: the measurements on the model's device, in the shape ``operator.A`` gives: real in the model's dtype
+        y (`torch.Tensor`):
+            The measurements on the model's device, in the shape ``operator.A`` gives: real in the model's dtype
             (task ``"cs"``) or complex64 / complex128 (task ``"mri"``).
-        operator: the operator the steps project with; for block CS of a size that is no multiple of the block,
-            the uncropped operator of the zero-padded grid.
-        measured_operator: the operator as given (for the measured-mean shift of the output).
-        size: ``(H, W)`` of ``A_dagger(y)``, the image the steps reconstruct.
-        pad: ``(bottom, right)`` reflect padding that makes ``H`` and ``W`` multiples of the backbone's
+        operator (`Any`):
+            The operator the steps project with; for block CS of a size that is no multiple of the block, the
+            uncropped operator of the zero-padded grid.
+        measured_operator (`Any`):
+            The operator as given (for the measured-mean shift of the output).
+        size (`tuple[int, int]`):
+            ``(H, W)`` of ``A_dagger(y)``, the image the steps reconstruct.
+        pad (`tuple[int, int]`):
+            ``(bottom, right)`` reflect padding that makes ``H`` and ``W`` multiples of the backbone's
             downsampling.
-        aty_padded: ``A_dagger(y)`` as real channels, padded: ``(B, c, H + pad[0], W + pad[1])`` in the model's
-            real dtype (``c = 2`` for complex images as real/imaginary channels, else 1).
-        out_size: ``(H, W)`` the output is cropped to (the block-CS case above), else None.
+        aty_padded (`torch.Tensor`):
+            ``A_dagger(y)`` as real channels, padded: ``(B, c, H + pad[0], W + pad[1])`` in the model's real dtype
+            (``c = 2`` for complex images as real/imaginary channels, else 1).
+        out_size (`tuple[int, int]`, *optional*):
+            ``(H, W)`` the output is cropped to (the block-CS case above), else None.
     """
 
     y: torch.Tensor
@@ -151,8 +158,10 @@ class SamplingStep(nn.Module):
     ``F`` reads, for the reversible backward (:class:`~.reversible.Coupling`'s ``params``).
 
     Args:
-        model: the :class:`IDM` the step belongs to.
-        k: index of the step in the sampler (``k = 0`` is ``t = T``).
+        model (`IDM`):
+            The :class:`IDM` the step belongs to.
+        k (`int`):
+            Index of the step in the sampler (``k = 0`` is ``t = T``).
     """
 
     def __init__(self, model: IDM, k: int):
@@ -223,43 +232,55 @@ class IDM(ModelMixin, ConfigMixin):
     """Invertible Diffusion Model for compressed-sensing / MRI reconstruction.
 
     Args:
-        backbone_type: ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
-        backbone_config: the diffusers config dict of the backbone (default: a tiny SD-style config).
-        T: number of sampling steps (>= 1).
-        task: ``"cs"`` (real grayscale images, real operator) or ``"mri"`` (complex images, complex operator).
-        operator_config: the operator settings the model was trained for (informational, from
-            ``operator.get_config()``).
-        reversible: memory-saving reversible backward (True) or plain autograd (False); same parameters.
-        schedule: DDIM scheduler kwargs of the prior used to initialise the learned alphas.
-        complex_as_batch: task ``"mri"`` only. True: the real and imaginary parts go through the UNet as two
-            grayscale images of the batch, so a grayscale prior sees the input it was trained on (pixel
-            unshuffle, half resolution); the projection and the injectors' ``A^+ A`` still act on the complex
-            image. False (the first shipped MRI models): the two parts are the image's two channels, mapped to
-            the UNet's channels by learned 1x1 convs at full resolution (4x the UNet cost of a grayscale image).
-        measured_mean: move the output along the part of the constant image the measurements miss until its
-            mean is the least-squares estimate from ``y`` (:func:`measured_mean_shift`; not in the paper; on by
-            default). Measurements stay consistent. For permuted block CS the estimate is within ~0.005 of the
-            true mean on Set11, and it removes the brightness bias a model has with matrices that keep more or
-            less of the image mean than those it was trained on (see the CS model cards, seeds 1 and 2). A no-op
-            for Cartesian MRI, whose k-space centre measures the mean exactly.
-        start: the estimate the sampler starts from: ``"pinv"`` (``A^+ y``, the paper's) or ``"tv"``
+        backbone_type (`str`, *optional*, defaults to `"UNet2DConditionModel"`):
+            ``"UNet2DConditionModel"`` (SD 1.x layout) or ``"UNet2DModel"``.
+        backbone_config (`dict`, *optional*):
+            The diffusers config dict of the backbone (default: a tiny SD-style config).
+        T (`int`, *optional*, defaults to 3):
+            Number of sampling steps (>= 1).
+        task (`str`, *optional*, defaults to `"cs"`):
+            ``"cs"`` (real grayscale images, real operator) or ``"mri"`` (complex images, complex operator).
+        operator_config (`dict`, *optional*):
+            The operator settings the model was trained for (informational, from ``operator.get_config()``).
+        reversible (`bool`, *optional*, defaults to `True`):
+            Memory-saving reversible backward (True) or plain autograd (False); same parameters.
+        schedule (`dict`, *optional*):
+            DDIM scheduler kwargs of the prior used to initialise the learned alphas.
+        complex_as_batch (`bool`, *optional*, defaults to `False`):
+            Task ``"mri"`` only. True: the real and imaginary parts go through the UNet as two grayscale images of
+            the batch, so a grayscale prior sees the input it was trained on (pixel unshuffle, half resolution);
+            the projection and the injectors' ``A^+ A`` still act on the complex image. False: the two parts are
+            the image's two channels, mapped to the UNet's channels by learned 1x1 convs at full resolution (4x
+            the UNet cost of a grayscale image).
+        measured_mean (`bool`, *optional*, defaults to `True`):
+            Move the output along the part of the constant image the measurements miss until its mean is the
+            least-squares estimate from ``y`` (:func:`measured_mean_shift`; not in the paper). Measurements stay
+            consistent. It removes the brightness bias a model has with matrices that keep more or less of the
+            image mean than those it was trained on. A no-op for Cartesian MRI, whose k-space centre measures the
+            mean exactly.
+        start (`str`, *optional*, defaults to `"pinv"`):
+            The estimate the sampler starts from: ``"pinv"`` (``A^+ y``, the paper's) or ``"tv"``
             (:func:`~idm_imaging.solvers.tv_fista` with ``start_iterations`` iterations and TV weight ``start_lam``
-            from the measured mean; not in the paper). With ``"tv"`` the network refines a classical estimate
-            instead of filling the null space from ``A^+ y`` alone: at equal training it lands far higher.
-        start_iterations: TV-FISTA iterations of the ``"tv"`` start.
-        start_inner: Chambolle iterations per TV prox of the ``"tv"`` start (warm-started across iterations, so
-            a few suffice: 120 x 2 reaches what 200 x 10 does on natural images in a third of the time).
-        start_lam: TV weight of the ``"tv"`` start (images in [0, 1]).
-        prediction: what the UNet's output means. ``"epsilon"`` (the paper's, and what a pretrained prior
-            predicts): the noise, ``x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)``. ``"residual"`` (for randomly
-            initialised backbones; not in the paper): a correction of the clean estimate, ``x0 = x / sqrt(a_t) + r``,
-            with ``eps = -sqrt(a_t) r / sqrt(1 - a_t)`` for the DDIM update. At the low noise levels a warm start
-            uses, ``sqrt(1 - a_t)`` is 0.01-0.2, so an ``eps`` output moves the image 5-100x less than ``r`` does.
-        ensemble: in eval mode, the mean of this many reconstructions (1, 2, 4 or 8): each of the flipped / rotated
+            from the measured mean; not in the paper): the network then refines a classical estimate instead of
+            filling the null space from ``A^+ y`` alone.
+        start_iterations (`int`, *optional*, defaults to 60):
+            TV-FISTA iterations of the ``"tv"`` start.
+        start_lam (`float`, *optional*, defaults to 0.001):
+            TV weight of the ``"tv"`` start (images in [0, 1]).
+        prediction (`str`, *optional*, defaults to `"epsilon"`):
+            What the UNet's output means. ``"epsilon"`` (the paper's, and what a pretrained prior predicts): the
+            noise, ``x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t)``. ``"residual"`` (for randomly initialised
+            backbones; not in the paper): a correction of the clean estimate, ``x0 = x / sqrt(a_t) + r``, with
+            ``eps = -sqrt(a_t) r / sqrt(1 - a_t)`` for the DDIM update (at the low noise levels a warm start uses,
+            an ``eps`` output moves the image far less than ``r`` does).
+        start_inner (`int`, *optional*, defaults to 5):
+            Chambolle iterations per TV prox of the ``"tv"`` start (warm-started across iterations, so a few
+            suffice).
+        ensemble (`int`, *optional*, defaults to 1):
+            In eval mode, the mean of this many reconstructions (1, 2, 4 or 8): each of the flipped / rotated
             problem ``(y, A g^{-1})`` (:class:`~idm_imaging.operators.Dihedral`), start included, mapped back by
-            ``g^{-1}``. Each costs one reconstruction; the mean stays consistent with ``y``.
-            Training (``model.train()``) always runs one. Override when loading:
-            ``IDM.from_pretrained("cs", ensemble=8)``.
+            ``g^{-1}``. Each costs one reconstruction; the mean stays consistent with ``y``. Training
+            (``model.train()``) always runs one. Override when loading: ``IDM.from_pretrained("cs", ensemble=8)``.
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
