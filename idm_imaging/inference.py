@@ -100,7 +100,7 @@ def bf16_is_fast(device: str | torch.device | None = None) -> bool:
 
     CUDA: compute capability 8.0 or newer (native bf16 tensor cores). CPU: native bf16 instructions
     (AVX512-BF16, AMX-BF16, or Arm's BF16). Without them the CPU emulates bf16 and a reconstruction runs many
-    times slower than in float32 (12x measured on an AVX2-only AMD EPYC); other devices: False.
+    times slower than in float32; other devices: False.
     """
     dev = resolve_device(device)
     if dev.type == "cuda":

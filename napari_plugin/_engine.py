@@ -257,17 +257,17 @@ class Job:
         image (`np.ndarray`, *optional*):
             The fully sampled reference, (H, W) or (D, H, W), real or complex (any numeric dtype); ignored (may be
             None) in ``"measured"`` mode.
-        name (`str`, defaults to `"image"`):
+        name (`str`, *optional*, defaults to `"image"`):
             The input layer's name, used as prefix of the output names.
         kspace (`np.ndarray`, *optional*):
             Measured centred k-space (H, W) or (D, H, W), complex (``"measured"`` mode).
         mask (`np.ndarray`, *optional*):
             Sampling mask (H, W), nonzero = sampled (``"measured"`` mode).
-        device (`str`, defaults to `"cpu"`):
+        device (`str`, *optional*, defaults to `"cpu"`):
             Torch device string ("auto", "cpu", "cuda:0", "mps").
-        batch_size (`int`, defaults to 4):
+        batch_size (`int`, *optional*, defaults to 4):
             Slices per forward pass (an int >= 1, checked by ``idm_imaging.inference.iter_reconstruct_volume``).
-        precision (`str`, defaults to `"auto"`):
+        precision (`str`, *optional*, defaults to `"auto"`):
             "auto", "fp32" or "bf16" (the model under bfloat16 autocast; "auto" picks bf16 where the device has
             native bf16, see ``idm_imaging.inference.resolve_precision``).
     """
@@ -338,17 +338,21 @@ def reconstruct(
     :func:`~idm_imaging.inference.volume_metrics`; this adds cancelling, layer naming and GPU memory release.
 
     Args:
-        job: the input data and run settings (see :class:`Job`).
-        model: an ``IDM`` (``model(y, operator)``) or None for the pseudo-inverse only; its ``config.task``
-            must match ``job.acquisition.task``.
-        model_name: what the IDM output layer's name says ran, e.g. ``"mri"``.
-        cancel: callable or ``threading.Event``; when true between batches the run stops and returns None.
+        job (`Job`):
+            The input data and run settings.
+        model (`IDM`, *optional*):
+            An ``IDM`` (``model(y, operator)``); `None` gives the pseudo-inverse only. Its ``config.task`` must
+            match ``job.acquisition.task``.
+        model_name (`str`, *optional*, defaults to `"IDM"`):
+            What the IDM output layer's name says ran, e.g. ``"mri"``.
+        cancel (`Callable[[], bool]` or `threading.Event`, *optional*):
+            When true between batches, the run stops and returns `None`.
 
     Yields:
         :class:`Progress` before the first batch and after each batch.
 
     Returns:
-        :class:`ReconResult` with real (magnitude) output stacks shaped like the input, or None if cancelled.
+        `ReconResult` with real (magnitude) output stacks shaped like the input, or `None` if cancelled.
     """
     import time
 

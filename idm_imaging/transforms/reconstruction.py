@@ -44,17 +44,22 @@ class IDMReconstruct(Transform):
     """Reconstruct ``x_hat`` from a measurement ``y`` and the acquisition record that produced it.
 
     Args:
-        model: a callable ``model(y, operator) -> x_hat`` with ``y`` batched ``(B, 1, ...)`` (one channel of
-            one slice per batch entry) and ``x_hat`` ``(B, 1, H, W)`` real or complex, e.g. an
-            ``idm_imaging.models.IDM`` (put it in eval mode yourself); or ``None`` / ``"pinv"`` for the
-            operator's pseudo-inverse ``A^+ y`` (the zero-filled image for MRI).
-        device: where the model runs (None: the model's parameter device, else the measurement's device).
-            The result comes back on the measurement's device.
-        batch_size: slices (times channels) per model call, >= 1.
-        return_complex: keep a complex reconstruction complex (True) or return its magnitude (False).
-        precision: ``"auto"`` (bf16 for an IDM where the device has native bf16, else fp32), ``"fp32"`` or
-            ``"bf16"`` (the model under bfloat16 autocast; fp32 with a warning where bf16 has no native support),
-            see :func:`idm_imaging.inference.resolve_precision`.
+        model (`Callable` or `str`, *optional*, defaults to `"pinv"`):
+            A callable ``model(y, operator) -> x_hat`` with ``y`` batched ``(B, 1, ...)`` (one channel of one
+            slice per batch entry) and ``x_hat`` ``(B, 1, H, W)`` real or complex, e.g. an
+            ``idm_imaging.models.IDM`` (put it in eval mode yourself); or `None` / ``"pinv"`` for the operator's
+            pseudo-inverse ``A^+ y`` (the zero-filled image for MRI).
+        device (`str` or `torch.device`, *optional*):
+            Where the model runs; `None` takes the model's parameter device, else the measurement's device. The
+            result comes back on the measurement's device.
+        batch_size (`int`, *optional*, defaults to 8):
+            Slices (times channels) per model call, >= 1.
+        return_complex (`bool`, *optional*, defaults to `False`):
+            Whether to keep a complex reconstruction complex; `False` returns its magnitude.
+        precision (`str`, *optional*, defaults to `"auto"`):
+            ``"auto"`` (bf16 for an IDM where the device has native bf16, else fp32), ``"fp32"`` or ``"bf16"``
+            (the model under bfloat16 autocast; fp32 with a warning where bf16 has no native support), see
+            :func:`idm_imaging.inference.resolve_precision`.
 
     Intensities: a model sees the measurement of ``(x - offset) / scale`` with the record's ``intensity`` entry
     (written by the acquisition transforms: the command line's normalisation) and its output is mapped back to
