@@ -117,12 +117,8 @@ class TVFista(nn.Module):
     inner Chambolle iterations.
 
     Args:
-        lam (`float`, *optional*, defaults to 0.001):
-            TV weight (images in [0, 1]).
-        iterations (`int`, *optional*, defaults to 200):
-            Outer FISTA iterations.
-        inner (`int`, *optional*, defaults to 10):
-            Chambolle iterations per prox.
+        lam, iterations, inner:
+            As in :func:`~idm_imaging.solvers.tv_fista`, with the same defaults.
 
     Example::
 
