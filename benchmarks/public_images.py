@@ -65,13 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     images = load(a.images, crop=a.crop)
     model = IDM.from_pretrained(a.model).eval()
     methods = {"TV-FISTA": TVFista(iterations=BenchmarkConfig.tv_iterations), "IDM": model}
-    rows, per_image = [], [{"image": name, "ratio": ratio} for ratio in a.ratios for name, _ in images]
-    for k, ratio in enumerate(a.ratios):
-        scores = {}
+    rows, per_image = [], []
+    for ratio in a.ratios:
+        scores, entries = {}, [{"image": name, "ratio": ratio} for name, _ in images]
         for m, method in methods.items():
             scores[m], seconds = score_block_cs(method, images, ratio)
-            for i, (p, s) in enumerate(zip(scores[m], seconds)):
-                per_image[k * len(images) + i].update({m: round(p, 3), f"{m} s": round(s, 2)})
+            for entry, p, s in zip(entries, scores[m], seconds):
+                entry.update({m: round(p, 3), f"{m} s": round(s, 2)})
+        per_image += entries
         row = {"ratio": ratio, **{m: round(float(np.mean(v)), 3) for m, v in scores.items()}}
         row["IDM - TV-FISTA"] = round(row["IDM"] - row["TV-FISTA"], 3)
         row["images where IDM wins"] = int(sum(i > t for i, t in zip(scores["IDM"], scores["TV-FISTA"])))

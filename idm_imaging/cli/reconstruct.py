@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu or cuda:N (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=4, help="slices per model call (default: %(default)s)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="bf16: the model under bfloat16 autocast, ~1.7x faster on AVX512-BF16 / AMX CPUs and GPUs; "
+                   help="bf16: the model under bfloat16 autocast, faster on AVX512-BF16 / AMX CPUs and GPUs; "
                         "auto: bf16 where the device has native bf16, else fp32 (default: %(default)s)")
     g.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
                    help="average this many reconstructions of the flipped / rotated problem (each costs one "
