@@ -364,14 +364,18 @@ def install(args) -> None:
     model_cfg = json.loads((tmp / "config.json").read_text())
     if args.ensemble:  # the test-time ensemble the shipped model runs by default (IDM's ``ensemble``)
         model_cfg["ensemble"] = args.ensemble
+        model_cfg["ensemble_start_iterations"] = args.ensemble_start_iterations
         (tmp / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
     lines = [f"# {args.name}", "",
              f"Task `{model_cfg['task']}`, acquisition `{json.dumps(model_cfg['operator_config'], sort_keys=True)}`, "
              f"T = {model_cfg['T']}, start `{model_cfg.get('start', 'pinv')}`, backbone {model_cfg['backbone_type']} "
              f"{model_cfg['backbone_config']['block_out_channels']} (no attention)"
              + (f"; by default the mean of {args.ensemble} reconstructions of the flipped / rotated problem "
-                f"(`ensemble`, {args.ensemble}x the time; `IDM.from_pretrained(name, ensemble=1)` or "
-                "`reconstruct --ensemble 1` for one)" if args.ensemble and args.ensemble > 1 else "") + ".", "",
+                "(`ensemble`, " + (f"each further one's TV start {args.ensemble_start_iterations} iterations warm "
+                                   "from the first one's (`ensemble_start_iterations`)"
+                                   if args.ensemble_start_iterations else f"{args.ensemble}x the time")
+                + "; `IDM.from_pretrained(name, ensemble=1)` or `reconstruct --ensemble 1` for one)"
+                if args.ensemble and args.ensemble > 1 else "") + ".", "",
              "## Training", "",
              f"{training['steps']} steps of batch {training['batch_size']} ({training['patch_size']}x"
              f"{training['patch_size']} patches) in {training['cpu_seconds'] / 60:.0f} CPU-minutes on one thread, "
@@ -466,6 +470,9 @@ def main(argv=None) -> None:
     i.add_argument("--notes", default="", help="a Markdown file appended to the card")
     i.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
                    help="the model's default test-time ensemble (config.json 'ensemble')")
+    i.add_argument("--ensemble-start-iterations", type=int, default=None,
+                   help="TV iterations of each further member's start, warm from the first's (config.json "
+                        "'ensemble_start_iterations'; default: every start from scratch)")
     n = sub.add_parser("ensemble", help="validation PSNR of one model at each test-time ensemble size")
     n.add_argument("model", help="model folder or embedded name")
     n.add_argument("--sizes", type=int, nargs="+", choices=[1, 2, 4, 8], default=[1, 2, 4])

@@ -103,7 +103,7 @@ def tv_prox(f: torch.Tensor, lam: float, iterations: int = 20, p=None):
 
 @torch.no_grad()
 def tv_fista(y: torch.Tensor, operator: Any, lam: float = 0.001, iterations: int = 200, inner: int = 10,
-             mean_start: bool = False) -> torch.Tensor:
+             mean_start: bool = False, x0: torch.Tensor | None = None) -> torch.Tensor:
     r"""TV-regularised reconstruction by FISTA: ``min_x 0.5 ||A x - y||_2^2 + lam TV(x)``.
 
     Gradient step ``1 / L`` with ``L = ||A||^2 = 1`` (``A A^H = I`` for the operators here), prox by
@@ -125,6 +125,9 @@ def tv_fista(y: torch.Tensor, operator: Any, lam: float = 0.001, iterations: int
         mean_start (`bool`, *optional*, defaults to `False`):
             Whether to start from :func:`measured_mean_shift` of ``A^+ y`` instead of ``A^+ y``: at low block-CS
             ratios ``A^+ y`` misses most of the image mean, which FISTA then needs many iterations to find.
+        x0 (`torch.Tensor`, *optional*):
+            The start, shaped like ``A^+ y`` (complex for a complex operator), instead of ``A^+ y``: a warm start
+            from an estimate at hand (``mean_start`` is then ignored).
 
     Returns:
         `torch.Tensor` of shape ``(B, 1, H, W)``: the reconstruction, complex for a complex operator.
@@ -132,9 +135,9 @@ def tv_fista(y: torch.Tensor, operator: Any, lam: float = 0.001, iterations: int
     cplx = bool(getattr(operator, "is_complex", False))
     to_r = (lambda z: torch.cat([z.real, z.imag], 1)) if cplx else (lambda z: z)  # noqa: E731
     to_c = (lambda r: torch.complex(*r.chunk(2, dim=1))) if cplx else (lambda r: r)  # noqa: E731
-    x0 = getattr(operator, "A_dagger", operator.A_adjoint)(y)
-    if mean_start:
-        x0 = measured_mean_shift(x0, y, operator)
+    if x0 is None:
+        x0 = getattr(operator, "A_dagger", operator.A_adjoint)(y)
+        x0 = measured_mean_shift(x0, y, operator) if mean_start else x0
     x = to_r(x0)
     z, t, p = x.clone(), 1.0, None
     for _ in range(iterations):

@@ -8,6 +8,7 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 
 from idm_imaging.models import IDM, ReversibleSequence, tiny_backbone_config
 from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
+from idm_imaging.solvers import tv_fista
 
 BACKBONES = ["UNet2DConditionModel", "UNet2DModel"]
 
@@ -469,7 +470,7 @@ def test_tv_start_begins_from_the_tv_estimate(task):
     consistent with y where the last step projects."""
     from idm_imaging.metrics import psnr
     from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
-    from idm_imaging.solvers import tv_fista
+
 
     x = (_cartoon() + 0.05 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
     if task == "cs":
@@ -530,7 +531,7 @@ def test_tv_fista_mean_start_converges_faster():
     far fewer iterations (the warm start IDM's "tv" start uses)."""
     from idm_imaging.metrics import psnr
     from idm_imaging.operators import BlockCS
-    from idm_imaging.solvers import tv_fista
+
 
     x = _cartoon(seed=1)
     op = BlockCS(0.1, block_size=16, seed=0)
@@ -565,6 +566,62 @@ def test_ensemble_is_the_mean_over_flipped_and_rotated_problems(task):
         with torch.no_grad():
             out = model(op2.A(torch.rand(1, 1, 32, 48, dtype=torch.float64)), op2)
         assert out.shape == (1, 1, 32, 48) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_tv_fista_starts_from_x0(task):
+    """x0 replaces the start: A^+ y as x0 is the plain run, its measured-mean shift the mean_start run; another x0
+    changes the result."""
+    from idm_imaging.solvers import measured_mean_shift
+
+    op, x, y = _problem(task)
+    x_pinv = op.A_dagger(y)
+    plain = tv_fista(y, op, 0.001, 5, 2)
+    torch.testing.assert_close(tv_fista(y, op, 0.001, 5, 2, x0=x_pinv), plain, rtol=0, atol=0)
+    torch.testing.assert_close(tv_fista(y, op, 0.001, 5, 2, mean_start=True, x0=measured_mean_shift(x_pinv, y, op)),
+                               tv_fista(y, op, 0.001, 5, 2, mean_start=True), rtol=0, atol=0)
+    assert not torch.allclose(tv_fista(y, op, 0.001, 5, 2, x0=x), plain)
+
+
+@pytest.mark.parametrize("task", ["cs", "mri"])
+def test_ensemble_warm_starts_run_fewer_tv_iterations(task):
+    """ensemble_start_iterations=k: the second reconstruction's TV start is k iterations from the first one's TV
+    estimate in its own frame: start_iterations - k fewer operator calls, and no measured-mean shift."""
+    from idm_imaging.operators import DIHEDRAL, Dihedral
+
+    class Counted(type(_problem(task)[0])):
+        calls = 0
+
+        def A(self, x):
+            type(self).calls += 1
+            return super().A(x)
+
+    op, x, y = _problem(task)
+    op.__class__ = Counted
+    model = _model("UNet2DConditionModel", task).eval()
+    model.register_to_config(measured_mean=False, start="tv", start_iterations=12, ensemble=2)
+    calls = {}
+    with torch.no_grad():
+        for k in (None, 3):
+            model.register_to_config(ensemble_start_iterations=k)
+            Counted.calls = 0
+            out = model(y, op)
+            calls[k] = Counted.calls
+        first, ctx = model._prepare(y, op)
+        g = Dihedral(ctx.operator, *DIHEDRAL[1])
+        tv1 = model._to_complex(first / model.alphas()[-1].sqrt())
+        start2 = tv_fista(y, g, model.config.start_lam, 3, model.config.start_inner, x0=g.transform(tv1))
+        g_ctx = model._context(y, g)
+        by_hand = (model._sample(first, ctx) + g.inverse(model._sample(
+            model.alphas()[-1].sqrt() * model._to_real(start2), g_ctx))) / 2
+    assert calls[None] - calls[3] == 12 - 3 + 1, calls  # + 1: no measured-mean shift of A^+ y
+    torch.testing.assert_close(out, model._to_complex(by_hand), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [0, 1001, 2.0, True])
+def test_ensemble_start_iterations_checked(k):
+    with pytest.raises(ValueError, match="ensemble_start_iterations"):
+        IDM(T=1, ensemble_start_iterations=k)
 
 
 @pytest.mark.parametrize("n", [0, 3, 16, 2.0, True])
