@@ -284,8 +284,8 @@ class IDM(ModelMixin, ConfigMixin):
         ensemble_start_iterations (`int`, *optional*):
             With ``start="tv"`` and ``ensemble > 1``: each further reconstruction's TV start runs this many
             TV-FISTA iterations from the first one's TV estimate (flipped / rotated alike) instead of
-            ``start_iterations`` from the measured mean. Warm, a third of the iterations gives the same mean at
-            about 15 % less time for an ensemble of 2. None: every start from scratch.
+            ``start_iterations`` from the measured mean: warm, a quarter of the iterations gives the same mean in
+            less time. None: every start from scratch.
 
     Call: ``x_hat = model(y, operator)``; ``y`` as produced by ``operator.A`` (batched); returns real
     ``(B, 1, H, W)`` for ``cs`` and complex ``(B, 1, H, W)`` for ``mri``, on the model's device.
