@@ -9,6 +9,7 @@ native support (no AVX512-BF16 / AMX): the JSON says whether this CPU has it. Pr
 
     python benchmarks/cpu_bench.py                       # 2 threads, 256x256, ratio 0.1
     python benchmarks/cpu_bench.py --model path/to/idm --threads 2
+    python benchmarks/cpu_bench.py --ensemble-start-iterations 0   # every ensemble member's TV start from scratch
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def bench(args) -> dict:
     if name == "layout":
         model, source = IDM(backbone_config=layout(args.layout), T=args.T), f"layout {args.layout} (random weights)"
     else:
-        model, source = IDM.from_pretrained(name, **({"ensemble": args.ensemble} if args.ensemble else {})), str(name)
+        kw = {"ensemble": args.ensemble} if args.ensemble else {}
+        if args.ensemble_start_iterations is not None:  # 0: every member's start from scratch
+            kw["ensemble_start_iterations"] = args.ensemble_start_iterations or None
+        model, source = IDM.from_pretrained(name, **kw), str(name)
     model.eval()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -78,6 +82,7 @@ def bench(args) -> dict:
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
            "native_bf16": bool(bf16_is_fast(torch.device("cpu"))), "threads": args.threads, "model": source,
            "T": model.T, "start": model.config.get("start", "pinv"), "ensemble": model.config.get("ensemble", 1),
+           "ensemble_start_iterations": model.config.get("ensemble_start_iterations"),
            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3), "size": args.size,
            "batch": args.batch, "ratio": args.ratio, "channels_last": args.channels_last, "repeats": args.repeats}
     fns = {"idm_fp32": idm(False), "idm_bf16": idm(True), "tv_fista_200": lambda: tv(y, op)}
@@ -101,6 +106,8 @@ def main(argv=None) -> dict:
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="cpu")
     p.add_argument("--T", type=int, default=3)
     p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], help="override the model's test-time ensemble")
+    p.add_argument("--ensemble-start-iterations", type=int, metavar="N",
+                   help="override the model's warm TV iterations of each further member's start (0: from scratch)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--ratio", type=float, default=0.1)
@@ -112,6 +119,8 @@ def main(argv=None) -> dict:
     for name in ("T", "size", "batch", "threads", "repeats"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.lower()} must be positive")
+    if args.ensemble_start_iterations is not None and not 0 <= args.ensemble_start_iterations <= 1000:
+        p.error("--ensemble-start-iterations must be 0 (from scratch) to 1000")
     if args.model and args.model != "layout" and not os.path.isdir(args.model) and os.sep in args.model:
         p.error(f"--model: {args.model} is not a folder")
     res = bench(args)
