@@ -471,7 +471,6 @@ def test_tv_start_begins_from_the_tv_estimate(task):
     from idm_imaging.metrics import psnr
     from idm_imaging.operators import BlockCS, SingleCoilFourier, make_mask
 
-
     x = (_cartoon() + 0.05 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(5))).clamp(0, 1)
     if task == "cs":
         op, xin = BlockCS(0.3, block_size=16, seed=3), x
@@ -532,7 +531,6 @@ def test_tv_fista_mean_start_converges_faster():
     from idm_imaging.metrics import psnr
     from idm_imaging.operators import BlockCS
 
-
     x = _cartoon(seed=1)
     op = BlockCS(0.1, block_size=16, seed=0)
     y = op.A(x)
@@ -589,14 +587,15 @@ def test_ensemble_warm_starts_run_fewer_tv_iterations(task):
     estimate in its own frame: start_iterations - k fewer operator calls, and no measured-mean shift."""
     from idm_imaging.operators import DIHEDRAL, Dihedral
 
-    class Counted(type(_problem(task)[0])):
+    op, x, y = _problem(task)
+
+    class Counted(type(op)):
         calls = 0
 
         def A(self, x):
             type(self).calls += 1
             return super().A(x)
 
-    op, x, y = _problem(task)
     op.__class__ = Counted
     model = _model("UNet2DConditionModel", task).eval()
     model.register_to_config(measured_mean=False, start="tv", start_iterations=12, ensemble=2)

@@ -434,11 +434,13 @@ class IDM(ModelMixin, ConfigMixin):
         x, ctx = self._prepare(y, operator)
         n = 1 if self.training else self.config.ensemble
         out = self._sample(x, ctx)
-        warm = self.config.start == "tv" and self.config.ensemble_start_iterations is not None
+        # the first start without its sqrt(a_T): the TV estimate the further members' starts continue
+        tv = (x / self.alphas()[-1].sqrt() if n > 1 and self.config.start == "tv"
+              and self.config.ensemble_start_iterations is not None else None)
         for flip, rot in DIHEDRAL[1:n]:
             g = Dihedral(ctx.operator, flip, rot)
             g_ctx = self._context(ctx.y, g)
-            x_g = self._start(g_ctx, self._to_complex(g.transform(x / self.alphas()[-1].sqrt())) if warm else None)
+            x_g = self._start(g_ctx, None if tv is None else self._to_complex(g.transform(tv)))
             out = out + g.inverse(self._sample(x_g, g_ctx))
         out = out / n if n > 1 else out
         if ctx.out_size is not None:
