@@ -2,10 +2,11 @@
 TV-FISTA (200 iterations, the benchmark's classical peer) on the same measurement, in the same run.
 
 Default model: the embedded ``cs`` (a convolution-only UNet2DModel refining a TV-FISTA start) with its default
-test-time ensemble (``--ensemble 1`` times one pass); ``--model DIR``
-times another saved IDM (or embedded name); ``--model layout`` a random-weight ``--layout`` of
-``benchmarks/_layouts.py`` (speed does not depend on the values). bfloat16 is many times slower on CPUs without
-native support (no AVX512-BF16 / AMX): the JSON says whether this CPU has it. Prints one JSON object.
+test-time ensemble (``"auto"``: two reconstructions under bfloat16, one in float32; ``ensemble_fp32`` /
+``ensemble_bf16`` in the JSON; ``--ensemble 1`` times one pass everywhere); ``--model DIR`` times another saved
+IDM (or embedded name); ``--model layout`` a random-weight ``--layout`` of ``benchmarks/_layouts.py`` (speed
+does not depend on the values). bfloat16 is many times slower on CPUs without native support (no AVX512-BF16 /
+AMX): the JSON says whether this CPU has it. Prints one JSON object.
 
     python benchmarks/cpu_bench.py                       # 2 threads, 256x256, ratio 0.1
     python benchmarks/cpu_bench.py --model path/to/idm --threads 2
@@ -82,6 +83,7 @@ def bench(args) -> dict:
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
            "native_bf16": bool(bf16_is_fast(torch.device("cpu"))), "threads": args.threads, "model": source,
            "T": model.T, "start": model.config.get("start", "pinv"), "ensemble": model.config.get("ensemble", 1),
+           "ensemble_fp32": model.ensemble_size("cpu", False), "ensemble_bf16": model.ensemble_size("cpu", True),
            "ensemble_start_iterations": model.config.get("ensemble_start_iterations"),
            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3), "size": args.size,
            "batch": args.batch, "ratio": args.ratio, "channels_last": args.channels_last, "repeats": args.repeats}
@@ -105,7 +107,8 @@ def main(argv=None) -> dict:
     p.add_argument("--model", help="saved IDM folder, embedded name or 'layout' (default: the embedded cs)")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="cpu")
     p.add_argument("--T", type=int, default=3)
-    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], help="override the model's test-time ensemble")
+    p.add_argument("--ensemble", type=lambda v: v if v == "auto" else int(v), choices=[1, 2, 4, 8, "auto"],
+                   help="override the model's test-time ensemble ('auto': 2, 1 in float32 on a CPU)")
     p.add_argument("--ensemble-start-iterations", type=int, metavar="N",
                    help="override the model's warm TV iterations of each further member's start (0: from scratch)")
     p.add_argument("--size", type=int, default=256)

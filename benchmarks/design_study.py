@@ -366,16 +366,19 @@ def install(args) -> None:
         model_cfg["ensemble"] = args.ensemble
         model_cfg["ensemble_start_iterations"] = args.ensemble_start_iterations
         (tmp / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
+    n_ens = 2 if args.ensemble == "auto" else args.ensemble or 1  # "auto": 2 except in float32 on a CPU
     lines = [f"# {args.name}", "",
              f"Task `{model_cfg['task']}`, acquisition `{json.dumps(model_cfg['operator_config'], sort_keys=True)}`, "
              f"T = {model_cfg['T']}, start `{model_cfg.get('start', 'pinv')}`, backbone {model_cfg['backbone_type']} "
              f"{model_cfg['backbone_config']['block_out_channels']} (no attention)"
-             + (f"; by default the mean of {args.ensemble} reconstructions of the flipped / rotated problem "
+             + (f"; by default the mean of {n_ens} reconstructions of the flipped / rotated problem "
                 "(`ensemble`, " + (f"each further one's TV start {args.ensemble_start_iterations} iterations warm "
                                    "from the first one's (`ensemble_start_iterations`)"
-                                   if args.ensemble_start_iterations else f"{args.ensemble}x the time")
+                                   if args.ensemble_start_iterations else f"{n_ens}x the time")
+                + ("; `\"auto\"`: one in float32 on a CPU, where a second would make it slower than TV-FISTA"
+                   if args.ensemble == "auto" else "")
                 + "; `IDM.from_pretrained(name, ensemble=1)` or `reconstruct --ensemble 1` for one)"
-                if args.ensemble and args.ensemble > 1 else "") + ".", "",
+                if n_ens > 1 else "") + ".", "",
              "## Training", "",
              f"{training['steps']} steps of batch {training['batch_size']} ({training['patch_size']}x"
              f"{training['patch_size']} patches) in {training['cpu_seconds'] / 60:.0f} CPU-minutes on one thread, "
@@ -468,8 +471,9 @@ def main(argv=None) -> None:
     i.add_argument("--previous", default="", help="the installed model folder the run continued (its training.json "
                                                  "and learning curve come first)")
     i.add_argument("--notes", default="", help="a Markdown file appended to the card")
-    i.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=None,
-                   help="the model's default test-time ensemble (config.json 'ensemble')")
+    i.add_argument("--ensemble", type=lambda v: v if v == "auto" else int(v), choices=[1, 2, 4, 8, "auto"],
+                   default=None, help="the model's default test-time ensemble (config.json 'ensemble'; 'auto': 2, "
+                   "1 in float32 on a CPU)")
     i.add_argument("--ensemble-start-iterations", type=int, default=None,
                    help="TV iterations of each further member's start, warm from the first's (config.json "
                         "'ensemble_start_iterations'; default: every start from scratch)")

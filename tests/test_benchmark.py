@@ -130,7 +130,7 @@ def test_varnet_forward_and_training_step_reduces_loss(tmp_path):
     out = model(op.A(x), op)
     assert out.shape == (1, 1, 32, 32) and not out.is_complex()
     before = float(torch.nn.functional.l1_loss(model(op.A(x), op), x))
-    info = train_varnet(model, [str(tmp_path / "*.png")], 4, time_budget_s=60, max_steps=25, patch_size=32,
+    info = train_varnet(model, [str(tmp_path / "*.png")], 4, time_budget_s=3600, max_steps=25, patch_size=32,
                         batch_size=2, lr=3e-3)
     after = float(torch.nn.functional.l1_loss(model(op.A(x), op), x))
     assert info["steps"] == 25
@@ -309,6 +309,25 @@ def test_tuning_command_line_refuses_bad_arguments_by_name(capsys):
     with pytest.raises(SystemExit) as e:
         main(["pnp-bm3d", "--data", "/no/such/folder"])
     assert e.value.code == 2 and "/no/such/folder" in capsys.readouterr().err
+
+
+def test_benchmark_precision_is_checked_and_a_forced_precision_never_writes_the_full_table():
+    """--precision: a bad value is refused by name; fp32 / bf16 (not what the product runs by default) make the
+    run a partial one; IDM runs under bf16 autocast only where that precision resolves to bf16."""
+    from idm_imaging.benchmark.run import BenchmarkConfig, _idm_fn
+    from idm_imaging.inference import resolve_precision
+    from idm_imaging.models import IDM
+
+    with pytest.raises(ValueError, match="precision"):
+        BenchmarkConfig.for_mode(False, precision="fp16")
+    assert BenchmarkConfig.for_mode(False).stem == "benchmark"
+    assert BenchmarkConfig.for_mode(False, precision="fp32").stem == "benchmark-partial"
+    seen = []
+    model = lambda y, op: seen.append(torch.is_autocast_enabled("cpu")) or y  # noqa: E731
+    model.bf16_autocast_safe = True
+    for precision in ("fp32", "auto"):
+        _idm_fn(model, torch.device("cpu"), precision)(torch.zeros(1, 4), None)
+    assert seen == [False, resolve_precision("auto", "cpu", IDM) == "bf16"]
 
 
 def test_results_record_the_datasets_folder_without_this_machines_absolute_path():

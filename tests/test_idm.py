@@ -617,13 +617,34 @@ def test_ensemble_warm_starts_run_fewer_tv_iterations(task):
     torch.testing.assert_close(out, model._to_complex(by_hand), rtol=0, atol=1e-10)
 
 
+def test_ensemble_auto_is_two_under_bf16_and_one_in_float32_on_the_cpu():
+    """ensemble="auto": the 2-member mean under bfloat16 autocast, one reconstruction in float32 on a CPU; on any
+    other device 2 in float32 too."""
+    model = _model("UNet2DConditionModel", "cs").eval()
+    model.register_to_config(measured_mean=False, start="tv", start_iterations=3)
+    op, x, y = _problem("cs")
+    outs = {}
+    with torch.no_grad():
+        for n in (1, 2, "auto"):
+            model.register_to_config(ensemble=n)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs[n, "bf16"] = model(y, op)
+            outs[n, "fp32"] = model(y, op)
+    assert not torch.allclose(outs[1, "fp32"], outs[2, "fp32"])
+    torch.testing.assert_close(outs["auto", "fp32"], outs[1, "fp32"], rtol=0, atol=0)
+    torch.testing.assert_close(outs["auto", "bf16"], outs[2, "bf16"], rtol=0, atol=0)
+    assert [model.ensemble_size(d, b) for d, b in (("cpu", False), ("cpu", True), ("cuda", False))] == [1, 2, 2]
+    model.register_to_config(ensemble=4)
+    assert model.ensemble_size("cpu", False) == 4
+
+
 @pytest.mark.parametrize("k", [0, 1001, 2.0, True])
 def test_ensemble_start_iterations_checked(k):
     with pytest.raises(ValueError, match="ensemble_start_iterations"):
         IDM(T=1, ensemble_start_iterations=k)
 
 
-@pytest.mark.parametrize("n", [0, 3, 16, 2.0, True])
+@pytest.mark.parametrize("n", [0, 3, 16, 2.0, True, "Auto", None])
 def test_ensemble_size_checked(n):
     with pytest.raises(ValueError, match="ensemble"):
         IDM(T=1, ensemble=n)

@@ -71,7 +71,8 @@ class BenchmarkConfig:
     acceleration (None: the IDM model's recorded training time when found, else ``varnet_default_budget_s``);
     ``diffusion`` / ``varnet``: False leaves DDNM and DPS / VarNet out (recorded as skipped); ``bm3d`` /
     ``deepinv``: False leaves PnP-BM3D / deepinv's solvers out; ``pnp_iterations``: PnP-BM3D iterations (None:
-    its tuned default).
+    its tuned default); ``precision``: IDM's, as in :func:`~idm_imaging.inference.resolve_precision` (``"auto"``:
+    what the product runs by default on this device).
     """
 
     quick: bool = False
@@ -95,6 +96,7 @@ class BenchmarkConfig:
     bm3d: bool = True
     deepinv: bool = True
     pnp_iterations: int | None = None
+    precision: str = "auto"
     varnet_budget_s: float | None = None
     varnet_default_budget_s: float = 1800.0
     varnet_cascades: int = 8
@@ -122,6 +124,8 @@ class BenchmarkConfig:
         for k in base:
             if k not in names:
                 raise TypeError(f"{k}: not a benchmark setting; valid: {sorted(names)}")
+        if base.get("precision", "auto") not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {base['precision']!r}")
         return cls(**base)
 
     @property
@@ -132,7 +136,7 @@ class BenchmarkConfig:
         if self.quick:
             return "benchmark-quick"
         complete = (self.n_natural is None and self.n_mri is None and self.crop is None and self.diffusion
-                    and self.varnet and self.diffusion_steps == 100)
+                    and self.varnet and self.diffusion_steps == 100 and self.precision == "auto")
         return "benchmark" if complete else "benchmark-partial"
 
 
@@ -144,7 +148,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def _hardware(device: torch.device) -> dict:
+def _hardware(device: torch.device, precision: str = "auto") -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -153,10 +157,11 @@ def _hardware(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    from idm_imaging.inference import bf16_is_fast
+    from idm_imaging.inference import resolve_precision
+    from idm_imaging.models import IDM
 
     hw = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-          "idm_precision": "bf16" if bf16_is_fast(device) else "fp32"}
+          "idm_precision": resolve_precision(precision, device, IDM)}
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     return hw
@@ -351,12 +356,12 @@ def _default_idm(task: str, cfg: BenchmarkConfig, device: torch.device, rec: _Re
     return (name, *_load_idm(name, cfg, device, rec, "main", what))
 
 
-def _idm_fn(model, device: torch.device):
-    """IDM as the product runs it by default (``precision="auto"``): under bfloat16 autocast where the device has
-    native bf16 (:func:`~idm_imaging.inference.resolve_precision`), else float32."""
+def _idm_fn(model, device: torch.device, precision: str = "auto"):
+    """IDM as the product runs it at ``precision`` (default ``"auto"``: under bfloat16 autocast where the device
+    has native bf16, else float32; :func:`~idm_imaging.inference.resolve_precision`)."""
     from idm_imaging.inference import resolve_precision
 
-    bf16 = resolve_precision("auto", device, model) == "bf16"
+    bf16 = resolve_precision(precision, device, model) == "bf16"
 
     def fn(y, op):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -518,7 +523,8 @@ def _cs_ratio(r: _Run, set_name: str, images: list, ratio: float) -> None:
     if model is None:
         return
     r.idm_models[name] = _model_label(mfolder)
-    r.rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model, r.dev), cases, "natural", model=name)
+    idm = _idm_fn(model, r.dev, r.cfg.precision)
+    r.rec.evaluate("main", set_name, setting, "IDM", idm, cases, "natural", model=name)
     _cs_generalisation(r, set_name, images, ratio, name, model)
 
 
@@ -528,7 +534,8 @@ def _cs_generalisation(r: _Run, set_name: str, images: list, ratio: float, name:
     for other in r.cfg.gen_ratios.get(ratio, ()) if single else ():
         gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
         gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
-        r.rec.evaluate("generalisation", set_name, gset, "IDM", _idm_fn(model, r.dev), gcases, "natural", model=name)
+        idm = _idm_fn(model, r.dev, r.cfg.precision)
+        r.rec.evaluate("generalisation", set_name, gset, "IDM", idm, gcases, "natural", model=name)
 
 
 def _mri_sets(r: _Run) -> None:
@@ -561,8 +568,9 @@ def _mri_acceleration(r: _Run, set_name: str, acc, mri_cases: Callable) -> None:
         trained: list[tuple[str, Callable, str]] = []
         if model is not None:
             r.idm_models[name] = _model_label(mfolder)
-            r.rec.evaluate("main", set_name, setting, "IDM", _idm_fn(model, r.dev), cases, "mri", model=name)
-            trained.append(("IDM", _idm_fn(model, r.dev), name))
+            idm = _idm_fn(model, r.dev, r.cfg.precision)
+            r.rec.evaluate("main", set_name, setting, "IDM", idm, cases, "mri", model=name)
+            trained.append(("IDM", idm, name))
         if set_name != "BrainImages_test" or kind != "random":
             continue
         vn = _varnet_for(acc, r.cfg, r.data_root, record, r.dev, r.rec, r.methods, setting)
@@ -607,7 +615,8 @@ def _results(r: _Run, command: str) -> dict:
         "meta": {"package": "idm-imaging", "version": idm_imaging.__version__, "torch": torch.__version__,
                  "command": command,
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "hardware": _hardware(r.dev), "quick": r.cfg.quick, "datasets_dir": _data_label(r.data_root),
+                 "hardware": _hardware(r.dev, r.cfg.precision), "quick": r.cfg.quick,
+                 "datasets_dir": _data_label(r.data_root),
                  "models": {"prior": _model_label(r.prior_folder) if r.prior is not None else None, **r.idm_models}},
         "settings": _jsonable(dataclasses.asdict(r.cfg)),
         "methods": r.methods,
@@ -781,7 +790,8 @@ def _markdown(res: dict, results_path: Path, figure_name: str) -> str:
            f"Generated by `{meta['command']}` (do not edit by hand; rerun to regenerate).", "",
            f"- package idm-imaging {meta['version']}, torch {meta['torch']}, date {meta['date']}",
            f"- hardware: {hw.get('gpu') or hw['cpu']} (device `{hw['device']}`, {hw['torch_threads']} CPU threads; "
-           f"IDM in {hw.get('idm_precision', 'fp32')}, the default precision there)",
+           f"IDM in {hw.get('idm_precision', 'fp32')}"
+           + (", the default precision there)" if cfg.get("precision", "auto") == "auto" else ", as asked)"),
            f"- results file: `{results_path.as_posix()}` (and `.csv`)",
            f"- models: {json.dumps(meta['models'])}"]
     if meta["quick"]:
@@ -918,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-varnet", action="store_true", help="skip VarNet training and its rows")
     ap.add_argument("--no-bm3d", action="store_true", help="leave PnP-BM3D out (about 20x TV-FISTA's time)")
     ap.add_argument("--no-deepinv", action="store_true", help="leave deepinv's TV and wavelet solvers out")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="IDM's precision (auto: bf16 where the device has native bf16, else fp32)")
     a = ap.parse_args(argv)
     overrides: dict = {}
     if a.steps is not None:
@@ -932,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["bm3d"] = False
     if a.no_deepinv:
         overrides["deepinv"] = False
+    if a.precision != "auto":
+        overrides["precision"] = a.precision
     if a.limit is not None:
         if a.limit < 1:
             ap.error(f"--limit: expected a positive number of images, got {a.limit}")

@@ -276,10 +276,12 @@ class IDM(ModelMixin, ConfigMixin):
         start_inner (`int`, *optional*, defaults to 5):
             Chambolle iterations per TV prox of the ``"tv"`` start (warm-started across iterations, so a few
             suffice).
-        ensemble (`int`, *optional*, defaults to 1):
+        ensemble (`int` or `str`, *optional*, defaults to 1):
             In eval mode, the mean of this many reconstructions (1, 2, 4 or 8): each of the flipped / rotated
             problem ``(y, A g^{-1})`` (:class:`~idm_imaging.operators.Dihedral`), start included, mapped back by
-            ``g^{-1}``. Each costs one reconstruction (less with ``ensemble_start_iterations``). Training
+            ``g^{-1}``. Each costs one reconstruction (less with ``ensemble_start_iterations``). ``"auto"``: 2,
+            except in float32 on a CPU (no bfloat16 autocast), where a second reconstruction would make the model
+            slower than the TV-FISTA it starts from: 1 there (:meth:`ensemble_size`). Training
             (``model.train()``) always runs one. Override when loading: ``IDM.from_pretrained("cs", ensemble=8)``.
         ensemble_start_iterations (`int`, *optional*):
             With ``start="tv"`` and ``ensemble > 1``: each further reconstruction's TV start runs this many
@@ -334,7 +336,7 @@ class IDM(ModelMixin, ConfigMixin):
         start_lam: float = 0.001,
         prediction: str = "epsilon",
         start_inner: int = 5,
-        ensemble: int = 1,
+        ensemble: int | str = 1,
         ensemble_start_iterations: int | None = None,
     ):
         super().__init__()
@@ -354,8 +356,8 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError(f"start_lam: a number > 0, got {start_lam!r}")
         if prediction not in ("epsilon", "residual"):
             raise ValueError(f"prediction: must be 'epsilon' or 'residual', got {prediction!r}")
-        if type(ensemble) is not int or ensemble not in (1, 2, 4, 8):
-            raise ValueError(f"ensemble: 1, 2, 4 or 8 reconstructions to average, got {ensemble!r}")
+        if ensemble != "auto" and (type(ensemble) is not int or ensemble not in (1, 2, 4, 8)):
+            raise ValueError(f"ensemble: 1, 2, 4 or 8 reconstructions to average, or 'auto', got {ensemble!r}")
         k = ensemble_start_iterations
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000):
             raise ValueError(f"ensemble_start_iterations: an int in [1, 1000] or None, got {k!r}")
@@ -432,7 +434,9 @@ class IDM(ModelMixin, ConfigMixin):
             raise ValueError("y: measurements contain NaN or Inf")
         self._warn_if_untrained_setting(operator)
         x, ctx = self._prepare(y, operator)
-        n = 1 if self.training else self.config.ensemble
+        dev = y.device.type
+        bf16 = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
+        n = 1 if self.training else self.ensemble_size(y.device, bf16)
         out = self._sample(x, ctx)
         # the first start without its sqrt(a_T): the TV estimate the further members' starts continue
         tv = (x / self.alphas()[-1].sqrt() if n > 1 and self.config.start == "tv"
@@ -449,6 +453,13 @@ class IDM(ModelMixin, ConfigMixin):
         if self.config.measured_mean:
             out = measured_mean_shift(out, ctx.y, ctx.measured_operator)
         return out
+
+    def ensemble_size(self, device: str | torch.device, bf16: bool) -> int:
+        """The number of reconstructions an eval-mode call averages on ``device`` (``bf16``: under bfloat16
+        autocast): ``config.ensemble``, with ``"auto"`` resolved to 1 in float32 on a CPU, else 2."""
+        if self.config.ensemble != "auto":
+            return self.config.ensemble
+        return 1 if torch.device(device).type == "cpu" and not bf16 else 2
 
     def _warn_if_untrained_setting(self, operator) -> None:
         """Warn when a block-CS operator's ratio or block size is not the one a single-ratio model was trained for
