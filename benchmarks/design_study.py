@@ -364,19 +364,20 @@ def install(args) -> None:
     model_cfg = json.loads((tmp / "config.json").read_text())
     if args.ensemble:  # the test-time ensemble the shipped model runs by default (IDM's ``ensemble``)
         model_cfg["ensemble"] = args.ensemble
+    if args.ensemble or args.ensemble_start_iterations is not None:
         model_cfg["ensemble_start_iterations"] = args.ensemble_start_iterations
-        (tmp / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
-    n_ens = 2 if args.ensemble == "auto" else args.ensemble or 1  # "auto": 2 except in float32 on a CPU
+    (tmp / "config.json").write_text(json.dumps(model_cfg, indent=2, sort_keys=True) + "\n")
+    ens, warm = model_cfg.get("ensemble", 1), model_cfg.get("ensemble_start_iterations")
+    n_ens = 2 if ens == "auto" else ens  # "auto": 2 except in float32 on a CPU
     lines = [f"# {args.name}", "",
              f"Task `{model_cfg['task']}`, acquisition `{json.dumps(model_cfg['operator_config'], sort_keys=True)}`, "
              f"T = {model_cfg['T']}, start `{model_cfg.get('start', 'pinv')}`, backbone {model_cfg['backbone_type']} "
              f"{model_cfg['backbone_config']['block_out_channels']} (no attention)"
              + (f"; by default the mean of {n_ens} reconstructions of the flipped / rotated problem "
-                "(`ensemble`, " + (f"each further one's TV start {args.ensemble_start_iterations} iterations warm "
-                                   "from the first one's (`ensemble_start_iterations`)"
-                                   if args.ensemble_start_iterations else f"{n_ens}x the time")
+                "(`ensemble`, " + (f"each further one's TV start {warm} iterations warm from the first one's "
+                                   "(`ensemble_start_iterations`)" if warm else f"{n_ens}x the time")
                 + ("; `\"auto\"`: one in float32 on a CPU, where a second would make it slower than TV-FISTA"
-                   if args.ensemble == "auto" else "")
+                   if ens == "auto" else "")
                 + "; `IDM.from_pretrained(name, ensemble=1)` or `reconstruct --ensemble 1` for one)"
                 if n_ens > 1 else "") + ".", "",
              "## Training", "",

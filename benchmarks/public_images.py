@@ -4,6 +4,7 @@ seed 0; PSNR on the Y channel, 0-255; centre crops).
 
     python benchmarks/public_images.py                      # 10 / 30 / 50 %, 256x256 crops
     python benchmarks/public_images.py --ratios 0.05 0.2 --crop 384
+    python benchmarks/public_images.py --precision fp32     # as on a CPU without native bf16
 
 Prints one row per ratio (mean over images, IDM - TV) and writes ``benchmarks/results/public-images.json``
 with every image's figures (``--out`` to change; an existing file is replaced only with ``--overwrite``).
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", nargs="+", choices=IMAGES, default=list(IMAGES), metavar="NAME",
                     help="a subset of the photographs (default: all %(default)s)")
     ap.add_argument("--model", default="cs", help="IDM model name or folder (default: %(default)s)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="IDM's precision (auto, the default: bf16 where the CPU has native bf16, else fp32)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "public-images.json")
     ap.add_argument("--overwrite", action="store_true")
     a = ap.parse_args(argv)
@@ -58,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.crop < 32:
         ap.error(f"--crop: expected at least 32, got {a.crop}")
     from idm_imaging.benchmark.baselines import TVFista
-    from idm_imaging.benchmark.run import BenchmarkConfig, score_block_cs
+    from idm_imaging.benchmark.run import BenchmarkConfig, idm_method, score_block_cs
+    from idm_imaging.inference import resolve_precision
     from idm_imaging.io import atomic_write_text
     from idm_imaging.models import IDM
 
     images = load(a.images, crop=a.crop)
     model = IDM.from_pretrained(a.model).eval()
-    methods = {"TV-FISTA": TVFista(iterations=BenchmarkConfig.tv_iterations), "IDM": model}
+    precision = resolve_precision(a.precision, "cpu", model)
+    methods = {"TV-FISTA": TVFista(iterations=BenchmarkConfig.tv_iterations),
+               "IDM": idm_method(model, torch.device("cpu"), precision)}
     rows, per_image = [], []
     for ratio in a.ratios:
         scores, entries = {}, [{"image": name, "ratio": ratio} for name, _ in images]
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     record = {"what": "IDM vs TV-FISTA on scikit-image's bundled photographs (block CS, benchmark protocol)",
               "command": " ".join(["python benchmarks/public_images.py", *(sys.argv[1:] if argv is None else argv)]),
-              "date": _dt.date.today().isoformat(), "model": a.model, "ensemble": model.config.ensemble,
+              "date": _dt.date.today().isoformat(), "model": a.model, "precision": precision,
+              "ensemble": model.ensemble_size("cpu", precision == "bf16"),
               "images": [n for n, _ in images], "crop": a.crop, "torch": torch.__version__,
               "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads", "rows": rows,
               "per_image": per_image}

@@ -314,7 +314,7 @@ def test_tuning_command_line_refuses_bad_arguments_by_name(capsys):
 def test_benchmark_precision_is_checked_and_a_forced_precision_never_writes_the_full_table():
     """--precision: a bad value is refused by name; fp32 / bf16 (not what the product runs by default) make the
     run a partial one; IDM runs under bf16 autocast only where that precision resolves to bf16."""
-    from idm_imaging.benchmark.run import BenchmarkConfig, _idm_fn
+    from idm_imaging.benchmark.run import BenchmarkConfig, idm_method
     from idm_imaging.inference import resolve_precision
     from idm_imaging.models import IDM
 
@@ -326,7 +326,7 @@ def test_benchmark_precision_is_checked_and_a_forced_precision_never_writes_the_
     model = lambda y, op: seen.append(torch.is_autocast_enabled("cpu")) or y  # noqa: E731
     model.bf16_autocast_safe = True
     for precision in ("fp32", "auto"):
-        _idm_fn(model, torch.device("cpu"), precision)(torch.zeros(1, 4), None)
+        idm_method(model, torch.device("cpu"), precision)(torch.zeros(1, 4), None)
     assert seen == [False, resolve_precision("auto", "cpu", IDM) == "bf16"]
 
 

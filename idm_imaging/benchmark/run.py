@@ -356,7 +356,7 @@ def _default_idm(task: str, cfg: BenchmarkConfig, device: torch.device, rec: _Re
     return (name, *_load_idm(name, cfg, device, rec, "main", what))
 
 
-def _idm_fn(model, device: torch.device, precision: str = "auto"):
+def idm_method(model, device: torch.device, precision: str = "auto"):
     """IDM as the product runs it at ``precision`` (default ``"auto"``: under bfloat16 autocast where the device
     has native bf16, else float32; :func:`~idm_imaging.inference.resolve_precision`)."""
     from idm_imaging.inference import resolve_precision
@@ -523,7 +523,7 @@ def _cs_ratio(r: _Run, set_name: str, images: list, ratio: float) -> None:
     if model is None:
         return
     r.idm_models[name] = _model_label(mfolder)
-    idm = _idm_fn(model, r.dev, r.cfg.precision)
+    idm = idm_method(model, r.dev, r.cfg.precision)
     r.rec.evaluate("main", set_name, setting, "IDM", idm, cases, "natural", model=name)
     _cs_generalisation(r, set_name, images, ratio, name, model)
 
@@ -534,7 +534,7 @@ def _cs_generalisation(r: _Run, set_name: str, images: list, ratio: float, name:
     for other in r.cfg.gen_ratios.get(ratio, ()) if single else ():
         gset = f"CS {round(other * 100)}% (trained {round(ratio * 100)}%)"
         gcases = [(n, x, BlockCS_for(other, x)) for n, x in images]
-        idm = _idm_fn(model, r.dev, r.cfg.precision)
+        idm = idm_method(model, r.dev, r.cfg.precision)
         r.rec.evaluate("generalisation", set_name, gset, "IDM", idm, gcases, "natural", model=name)
 
 
@@ -568,7 +568,7 @@ def _mri_acceleration(r: _Run, set_name: str, acc, mri_cases: Callable) -> None:
         trained: list[tuple[str, Callable, str]] = []
         if model is not None:
             r.idm_models[name] = _model_label(mfolder)
-            idm = _idm_fn(model, r.dev, r.cfg.precision)
+            idm = idm_method(model, r.dev, r.cfg.precision)
             r.rec.evaluate("main", set_name, setting, "IDM", idm, cases, "mri", model=name)
             trained.append(("IDM", idm, name))
         if set_name != "BrainImages_test" or kind != "random":
