@@ -39,7 +39,9 @@ import torch
 
 __all__ = ["VolumeReconstruction", "ReconstructionOptions", "reconstruct_volume", "iter_reconstruct_volume",
            "SliceBatch", "iter_slice_batches", "to_units", "intensity_range", "volume_metrics", "resolve_device",
-           "kspace_slice_network", "bf16_is_fast", "resolve_precision"]
+           "kspace_slice_network", "bf16_is_fast", "resolve_precision", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16")  # what ``precision`` accepts everywhere (resolve_precision)
 
 
 @dataclass
@@ -119,7 +121,7 @@ def resolve_precision(precision: str, device: str | torch.device | None = None, 
     float32 inside autocast), else ``"fp32"``. ``"bf16"`` where bf16 is not fast runs in ``"fp32"`` with a
     ``UserWarning`` (bf16 would be slower there, and no more accurate).
     """
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision == "auto":
         return "bf16" if getattr(model, "bf16_autocast_safe", False) is True and bf16_is_fast(device) else "fp32"
@@ -226,7 +228,7 @@ class ReconstructionOptions:
             raise ValueError(f"batch_size: expected an int >= 1, got {b!r}")
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
             raise ValueError(f"sigma: expected a finite number >= 0, got {s!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {self.precision!r}")
 
 

@@ -49,7 +49,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from idm_imaging.inference import resolve_device
+from idm_imaging.inference import PRECISIONS, resolve_device
 from idm_imaging.models.registry import default_model
 from idm_imaging.benchmark.baselines import (
     DDNM, DPS, DiffusionPrior, PnPBM3D, PseudoInverse, TVFista, VarNet, train_varnet,
@@ -124,7 +124,7 @@ class BenchmarkConfig:
         for k in base:
             if k not in names:
                 raise TypeError(f"{k}: not a benchmark setting; valid: {sorted(names)}")
-        if base.get("precision", "auto") not in ("auto", "fp32", "bf16"):
+        if base.get("precision", "auto") not in PRECISIONS:
             raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {base['precision']!r}")
         return cls(**base)
 
@@ -928,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-varnet", action="store_true", help="skip VarNet training and its rows")
     ap.add_argument("--no-bm3d", action="store_true", help="leave PnP-BM3D out (about 20x TV-FISTA's time)")
     ap.add_argument("--no-deepinv", action="store_true", help="leave deepinv's TV and wavelet solvers out")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="IDM's precision (auto: bf16 where the device has native bf16, else fp32)")
     a = ap.parse_args(argv)
     overrides: dict = {}
